@@ -1,0 +1,60 @@
+"""Orbax checkpoints of everything a resume needs.
+
+Each checkpoint step holds three items:
+- 'state': the whole `TrainState` (parameters, batch statistics, both Adam states, the
+  step, the run's PRNG key, the history pools);
+- 'data': the grain iterator state (where the data stream is), so a resumed run sees the
+  same batches an uninterrupted one would;
+- 'config': the resolved config as JSON.
+
+Saving is asynchronous: the loop keeps training while the previous checkpoint is written;
+a step directory appears only once it is complete (orbax writes to a temporary name and
+renames it), so a crash mid-write never leaves a checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """A thin wrapper over `ocp.CheckpointManager` for (state, data iterator, config)."""
+
+  def __init__(self, directory: str | pathlib.Path, max_to_keep: int):
+    self.directory = pathlib.Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator, config) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+
+  def restore(self, step: int, like_state: Any, data_iter: grain.DatasetIterator) -> Any:
+    """Restores step `step` into the structure, shapes and shardings of `like_state`; moves
+    `data_iter` to the saved position. Returns the restored state."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract),
+        data=grain.checkpoint.CheckpointRestore(data_iter)))
+    return restored["state"]
+
+  def saved_config(self, step: int) -> dict:
+    return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,181 @@
+"""The base configuration of every gantx run, and its validation.
+
+Field names mirror the official options of junyanz/pytorch-CycleGAN-and-pix2pix so that a
+user maps their flags one to one (`--lambda_L1 100` becomes `--config.lambda_L1=100`).
+Experiment files in `configs/` call `base_config()` and change only what differs.
+
+Everything that is counted in epochs by the official code (`n_epochs`, `n_epochs_decay`,
+`lr_decay_iters`) is converted to optimizer steps by `steps_per_epoch`, from the size of the
+training set and the global batch size.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import ml_collections
+
+MODELS = ("pix2pix", "cycle_gan")
+NORMS = ("batch", "instance", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+GAN_MODES = ("vanilla", "lsgan", "wgangp", "hinge")
+LR_POLICIES = ("linear", "step", "cosine")
+DIRECTIONS = ("AtoB", "BtoA")
+PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+DATA_SOURCES = ("builtin", "folder", "tfds")
+DISCRIMINATORS = ("basic", "n_layers", "pixel")
+
+
+def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
+  """Returns the official base + train options with the defaults that `model` sets.
+
+  As the official models' `modify_commandline_options`: pix2pix uses unet_256, batch norm,
+  vanilla GAN, lambda_L1 100 and no pool; cycle_gan uses resnet_9blocks, instance norm,
+  lsgan, a pool of 50 and no dropout.
+  """
+  if model not in MODELS:
+    raise ValueError(f"model={model!r} is not one of {', '.join(MODELS)}.")
+  c = ml_collections.ConfigDict()
+  # Which model: 'pix2pix' (paired, U-Net + PatchGAN, L1) or 'cycle_gan' (unpaired, two G, two D).
+  c.model = model
+
+  # --- Networks (official: --netG --netD --n_layers_D --norm --ngf --ndf --no_dropout) ---
+  # Generator: 'unet_256', 'unet_128' (any 'unet_<2^k>' works), 'resnet_9blocks', 'resnet_6blocks'.
+  c.netG = "unet_256"
+  # Discriminator: 'basic' (70x70 PatchGAN), 'n_layers' (uses n_layers_D), 'pixel' (1x1).
+  c.netD = "basic"
+  c.n_layers_D = 3
+  # Normalisation: 'batch', 'instance' or 'none'. Convolutions carry a bias only with 'instance'.
+  c.norm = "batch"
+  c.ngf = 64
+  c.ndf = 64
+  c.input_nc = 3
+  c.output_nc = 3
+  # Dropout(0.5) in the U-Net decoder / ResNet blocks is on unless this is True.
+  c.no_dropout = False
+  # Weight init: 'normal' N(0, init_gain), 'xavier', 'kaiming', 'orthogonal'.
+  c.init_type = "normal"
+  c.init_gain = 0.02
+
+  # --- Objectives ---
+  # 'vanilla' (BCE on logits), 'lsgan' (MSE), 'wgangp' (with the gradient penalty), 'hinge'.
+  c.gan_mode = "vanilla"
+  c.lambda_L1 = 100.0  # pix2pix: weight of L1(G(A), B).
+  c.lambda_A = 10.0  # cycle_gan: weight of the cycle loss A -> B -> A.
+  c.lambda_B = 10.0  # cycle_gan: weight of the cycle loss B -> A -> B.
+  c.lambda_identity = 0.5  # cycle_gan: identity loss weight, relative to lambda_A / lambda_B.
+  c.lambda_gp = 10.0  # wgangp: weight of the gradient penalty.
+  # Size of the history pool of generated images fed to D (0: no pool, as in pix2pix).
+  c.pool_size = 0
+
+  # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---
+  c.lr = 2e-4
+  c.beta1 = 0.5
+  # Global batch size, over all devices and hosts.
+  c.batch_size = 1
+  # lr constant for n_epochs, then (lr_policy 'linear') linear decay to 0 over n_epochs_decay.
+  c.n_epochs = 100
+  c.n_epochs_decay = 100
+  c.lr_policy = "linear"
+  c.lr_decay_iters = 50  # lr_policy 'step': multiply by 0.1 every lr_decay_iters epochs.
+  # Stop after this many optimizer steps (smoke runs, tests); -1 trains all the epochs.
+  c.num_train_steps = -1
+  c.seed = 0
+
+  # --- Data and preprocessing (official: --load_size --crop_size --preprocess ...) ---
+  c.direction = "AtoB"
+  c.load_size = 286
+  c.crop_size = 256
+  c.preprocess = "resize_and_crop"
+  c.no_flip = False
+  c.serial_batches = False
+  # Cap on the number of images read per domain (the official default is inf).
+  c.max_dataset_size = math.inf
+  c.data = ml_collections.ConfigDict()
+  # 'builtin' (generated, offline), 'folder' (the official layouts), 'tfds' (cycle_gan/* only).
+  c.data.source = "builtin"
+  # Data set name: a folder name under data.root, or the tfds cycle_gan config name.
+  c.data.name = "shapes"
+  # Directory holding data sets (folder: <root>/<name>/{train,val,test} or {trainA,...}).
+  c.data.root = "./datasets"
+  # Built-in data: number of generated train / test examples (per domain for unpaired).
+  c.data.num_train = 400
+  c.data.num_test = 32
+  # Data loader worker processes (0: load in the main process).
+  c.data.num_workers = 0
+
+  # --- Loop cadence (in optimizer steps) and outputs ---
+  c.log_every_steps = 50
+  # Held-out metrics and sample grids (samples/*.png) on the eval set.
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 2000
+  c.max_checkpoints_to_keep = 3
+  # Number of test pairs used for the held-out L1 and the sample grids.
+  c.num_eval_images = 8
+  # Test-time mode (official --eval): False runs G as in the paper (dropout on, batch norm with
+  # the statistics of each image); True uses the running averages and no dropout.
+  c.eval = False
+  # Start multi-process JAX (jax.distributed.initialize) even without a launcher's variables.
+  c.distributed = False
+  # On resume, accept a config that differs from the saved one in a field that matters.
+  c.allow_config_change = False
+  if model == "cycle_gan":
+    c.netG, c.norm, c.gan_mode, c.pool_size, c.no_dropout = "resnet_9blocks", "instance", "lsgan", 50, True
+    c.data.name = "shapes_unpaired"
+  return c
+
+
+_UNET = re.compile(r"^unet_(\d+)$")
+_RESNET = re.compile(r"^resnet_(\d+)blocks$")
+
+
+def unet_num_downs(netG: str) -> int | None:
+  """'unet_256' -> 8 (the image size must be a multiple of 2**num_downs); None if not a U-Net."""
+  m = _UNET.match(netG)
+  if not m:
+    return None
+  size = int(m.group(1))
+  if size < 2 or size & (size - 1):
+    raise ValueError(f"config.netG={netG!r}: a U-Net size must be a power of two (unet_128, unet_256).")
+  return size.bit_length() - 1
+
+
+def resnet_blocks(netG: str) -> int | None:
+  """'resnet_9blocks' -> 9; None if not a ResNet generator."""
+  m = _RESNET.match(netG)
+  return int(m.group(1)) if m else None
+
+
+def _one_of(config, field, allowed):
+  value = config[field] if "." not in field else config.data[field.split(".")[1]]
+  if value not in allowed:
+    raise ValueError(f"config.{field}={value!r} is not one of {', '.join(allowed)}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for any value the run cannot use."""
+  _one_of(config, "model", MODELS)
+  _one_of(config, "norm", NORMS)
+  _one_of(config, "init_type", INIT_TYPES)
+  _one_of(config, "gan_mode", GAN_MODES)
+  _one_of(config, "lr_policy", LR_POLICIES)
+  _one_of(config, "direction", DIRECTIONS)
+  _one_of(config, "preprocess", PREPROCESS)
+  _one_of(config, "netD", DISCRIMINATORS)
+  _one_of(config, "data.source", DATA_SOURCES)
+  if unet_num_downs(config.netG) is None and resnet_blocks(config.netG) is None:
+    raise ValueError(
+        f"config.netG={config.netG!r} is not a generator: use unet_256, unet_128 (unet_<2^k>),"
+        " resnet_9blocks or resnet_6blocks.")
+  for field in ("batch_size", "ngf", "ndf", "input_nc", "output_nc", "crop_size", "load_size"):
+    if config[field] < 1:
+      raise ValueError(f"config.{field}={config[field]} must be at least 1.")
+  if config.n_epochs < 0 or config.n_epochs_decay < 0:
+    raise ValueError("config.n_epochs and config.n_epochs_decay must be >= 0.")
+  if config.model == "cycle_gan" and config.lambda_identity > 0 and config.input_nc != config.output_nc:
+    raise ValueError(
+        "config.lambda_identity > 0 needs input_nc == output_nc (the identity loss feeds B to G_A);"
+        f" got input_nc={config.input_nc}, output_nc={config.output_nc}.")
+  if config.pool_size < 0:
+    raise ValueError(f"config.pool_size={config.pool_size} must be >= 0.")

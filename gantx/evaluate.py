@@ -1,0 +1,68 @@
+"""Running a generator at test time, and the held-out metrics logged during training.
+
+Test-time behaviour follows the official test.py. By default (`config.eval=False`, as in
+the paper and the official default) the generator runs in train mode on each image alone:
+batch norm uses the statistics of that image (the official test batch size is 1) and
+dropout is on. With `config.eval=True` (official `--eval`) batch norm uses the running
+averages and dropout is off. Neither mode changes the saved batch statistics.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gantx.state import Networks, TrainState
+
+Array = jax.Array
+
+
+def make_translator(config, nets: Networks, name: str) -> Callable[[dict, dict, Array, Array], Array]:
+  """A jitted fn(params, batch_stats, images (N, H, W, C), key) -> translated (N, H, W, C')."""
+  module = nets.modules[name]
+
+  def one(params, stats, image, key):
+    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    out = module.apply(variables, image[None], train=True, rngs={"dropout": key},
+                       mutable=["batch_stats"] if stats else False)
+    return (out[0] if stats else out)[0]
+
+  @jax.jit
+  def translate(params, stats, images, key):
+    if config.eval:
+      variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+      return module.apply(variables, images, train=False)
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(one, in_axes=(None, None, 0, 0))(params, stats, images, keys)
+
+  return translate
+
+
+def directions(config) -> list[tuple[str, str, str]]:
+  """(generator, input key, target key) for each translation the model learns."""
+  if config.model == "pix2pix":
+    return [("G", "A", "B")]
+  return [("G_A", "A", "B"), ("G_B", "B", "A")]
+
+
+def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.ndarray],
+             translators: dict[str, Callable], key: Array) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+  """Translates the eval set with every generator.
+
+  Returns (metrics, columns): metrics has `L1_<G>` (mean |G(x) - target| in [-1, 1] units)
+  for each generator when the eval set is aligned (targets are the true translations);
+  columns maps each generator to [input, output, target] arrays for a sample grid.
+  """
+  metrics, columns = {}, {}
+  for i, (name, src, dst) in enumerate(directions(config)):
+    params = jax.device_get(state.params[name])
+    stats = jax.device_get(state.batch_stats.get(name, {}))
+    out = np.asarray(translators[name](params, stats, jnp.asarray(eval_set[src]), jax.random.fold_in(key, i)))
+    if bool(eval_set["aligned"]):
+      metrics[f"L1_{name}"] = float(np.mean(np.abs(out - eval_set[dst])))
+    columns[name] = [eval_set[src], out, eval_set[dst]]
+  return metrics, columns

@@ -1,0 +1,379 @@
+"""The official generators and discriminators as pure `flax.linen` modules.
+
+Every network matches junyanz/pytorch-CycleGAN-and-pix2pix layer for layer: order, kernel
+sizes, zero or reflect padding, the bias rule (a conv has a bias only when the norm is
+instance norm, apart from the always-biased layers), dropout placement and parameter
+counts (`tests/test_models.py` checks the official counts). Images are NHWC.
+
+Submodules carry explicit names (`down_conv`, `up_norm`, `inner`, ...) so that parameter
+paths are stable: the `.pth` importer maps the official state-dict keys onto them.
+
+Every network takes `train: bool`. `train=True` is the official `model.train()`: batch norm
+uses the statistics of the batch (and updates `batch_stats` when that collection is
+mutable) and dropout is on (needs a 'dropout' rng). `train=False` is `model.eval()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from gantx import config as config_lib
+
+Array = jax.Array
+_CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def kernel_init(init_type: str, init_gain: float, transposed: bool = False) -> nn.initializers.Initializer:
+  """The official `init_weights` for conv kernels, in Flax layout (kh, kw, in, out).
+
+  PyTorch computes fans from a ConvTranspose2d weight (in, out, kh, kw) as if it were a
+  conv weight, i.e. fan_in = out * kh * kw; `transposed=True` reproduces that.
+  """
+  in_axis, out_axis = (-1, -2) if transposed else (-2, -1)
+  if init_type == "normal":
+    return nn.initializers.normal(stddev=init_gain)
+  if init_type == "xavier":  # xavier_normal_(gain): var = gain^2 * 2 / (fan_in + fan_out)
+    return nn.initializers.variance_scaling(init_gain**2, "fan_avg", "normal", in_axis, out_axis)
+  if init_type == "kaiming":  # kaiming_normal_(a=0, mode='fan_in'): the gain is ignored
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis, out_axis)
+  if init_type == "orthogonal":
+    return nn.initializers.orthogonal(scale=init_gain)
+  raise ValueError(f"config.init_type={init_type!r} is not one of {config_lib.INIT_TYPES}.")
+
+
+def batch_norm_scale_init(init_gain: float) -> nn.initializers.Initializer:
+  """BatchNorm weight ~ N(1, init_gain), as the official init does for every init_type."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return 1.0 + init_gain * jax.random.normal(key, shape, dtype)
+
+  return init
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> list[int]:
+  """Offsets t with output[stride*m + phase] += x[m - t] * w[stride*t + phase + padding]."""
+  return [t for t in range(-kernel, kernel + 1) if 0 <= stride * t + phase + padding < kernel]
+
+
+class ConvTransposeSubpixel(nn.Module):
+  """PyTorch `ConvTranspose2d(in, features, k, stride, padding, output_padding)`, square kernel.
+
+  Computed as `stride**2` ordinary stride-1 convolutions, one per output phase, whose
+  outputs are interleaved (the sub-pixel form). It gives the same numbers as the
+  zero-inserting (input-dilated) form, but its gradients are plain convolutions: on
+  XLA:CPU the weight gradient of the input-dilated form is ~30x slower than this
+  (benchmarks/BENCHMARKS.md), and on accelerators the phases do no work on inserted zeros.
+
+  The kernel has Flax layout (k, k, in, features) holding PyTorch's weight (in, out, k, k)
+  transposed by (2, 3, 0, 1), unflipped.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 2
+  padding: int = 1
+  output_padding: int = 0
+  use_bias: bool = True
+  kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n, h, w, c = x.shape
+    k, s, p = self.kernel_size, self.strides, self.padding
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
+    out_h = (h - 1) * s - 2 * p + k + self.output_padding
+    out_w = (w - 1) * s - 2 * p + k + self.output_padding
+    if out_h % s or out_w % s:
+      raise ValueError(f"ConvTransposeSubpixel: output {out_h}x{out_w} is not a multiple of stride {s}.")
+    m_h, m_w = out_h // s, out_w // s
+    rows = []
+    for rh in range(s):
+      th = _phase_taps(k, s, p, rh)
+      cols = []
+      for rw in range(s):
+        tw = _phase_taps(k, s, p, rw)
+        # Correlation taps j = -t in ascending order, i.e. kernel rows in descending order.
+        sub = kernel[np.array([s * t + rh + p for t in reversed(th)])]
+        sub = sub[:, np.array([s * t + rw + p for t in reversed(tw)])]
+        pad = [(max(th), m_h - h - min(th)), (max(tw), m_w - w - min(tw))]
+        cols.append(jax.lax.conv_general_dilated(x, sub.astype(x.dtype), (1, 1), pad, dimension_numbers=_CONV_DIMS))
+      rows.append(jnp.stack(cols, axis=3))  # (n, m_h, m_w, s, features)
+    y = jnp.stack(rows, axis=2).reshape(n, out_h, out_w, self.features)  # (n, m_h, s, m_w, s, f)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+    return y
+
+
+def reflect_pad(x: Array, pad: int) -> Array:
+  """`nn.ReflectionPad2d(pad)` on NHWC."""
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+class Norm(nn.Module):
+  """The official `get_norm_layer`: 'batch', 'instance' (no affine, no stats) or 'none'."""
+
+  kind: str
+  init_gain: float = 0.02
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    if self.kind == "batch":
+      # PyTorch momentum 0.1 is Flax momentum 0.9. Under jit over a data mesh the batch is
+      # one global array, so these are the statistics of the global batch (synchronised BN).
+      return nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
+          scale_init=batch_norm_scale_init(self.init_gain), name="bn")(x)
+    if self.kind == "instance":
+      return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, use_fast_variance=False)(x)
+    if self.kind == "none":
+      return x
+    raise ValueError(f"config.norm={self.kind!r} is not one of {config_lib.NORMS}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+  """The layer factories shared by every network: norm kind, the bias rule and the init."""
+
+  norm: str = "batch"
+  init_type: str = "normal"
+  init_gain: float = 0.02
+
+  @property
+  def use_bias(self) -> bool:
+    return self.norm == "instance"  # the official bias rule
+
+  def conv(self, features, kernel, stride, padding, bias=None, name=None):
+    return nn.Conv(
+        features, (kernel, kernel), (stride, stride), [(padding, padding)] * 2,
+        use_bias=self.use_bias if bias is None else bias,
+        kernel_init=kernel_init(self.init_type, self.init_gain), name=name)
+
+  def conv_transpose(self, features, kernel, output_padding=0, bias=None, name=None):
+    return ConvTransposeSubpixel(
+        features, kernel, 2, 1, output_padding, use_bias=self.use_bias if bias is None else bias,
+        kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), name=name)
+
+  def norm_layer(self, name):
+    return Norm(self.norm, self.init_gain, name=name)
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+class UnetSkipBlock(nn.Module):
+  """One level of the official U-Net: down, the inner levels, up, and the skip concat.
+
+  Level 0 is the outermost block; `inner` nests the next level, as the official
+  `UnetSkipConnectionBlock.model` does, so parameter paths follow the state-dict nesting.
+  """
+
+  channels: tuple[int, ...]  # (ngf, 2ngf, 4ngf, 8ngf, 8ngf, ...): inner width of each level
+  level: int
+  input_nc: int
+  output_nc: int
+  num_dropout_levels: int
+  layers: Layers
+  use_dropout: bool
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    L, level = self.layers, self.level
+    outermost, innermost = level == 0, level == len(self.channels) - 1
+    inner_nc = self.channels[level]
+    outer_nc = self.output_nc if outermost else self.channels[level - 1]
+    # Levels just above the innermost, in the 8*ngf stretch, carry Dropout(0.5) after up_norm.
+    dropout = self.use_dropout and (len(self.channels) - 1 - self.num_dropout_levels) <= level < len(self.channels) - 1
+
+    y = x if outermost else nn.leaky_relu(x, 0.2)
+    y = L.conv(inner_nc, 4, 2, 1, name="down_conv")(y)
+    if not (outermost or innermost):
+      y = L.norm_layer("down_norm")(y, train)
+    if not innermost:
+      y = UnetSkipBlock(self.channels, level + 1, self.input_nc, self.output_nc, self.num_dropout_levels,
+                        L, self.use_dropout, name="inner")(y, train)
+    y = nn.relu(y)
+    y = L.conv_transpose(outer_nc, 4, bias=True if outermost else None, name="up_conv")(y)
+    if outermost:
+      return jnp.tanh(y)
+    y = L.norm_layer("up_norm")(y, train)
+    if dropout:
+      y = nn.Dropout(0.5, deterministic=not train)(y)
+    # Official: cat([x, block(x)]) where x was lrelu'd in place; the ReLU that follows every
+    # concat makes relu(lrelu(x)) == relu(x), so concatenating the raw x is identical.
+    return jnp.concatenate([x, y], axis=-1)
+
+
+class UnetGenerator(nn.Module):
+  """The official `UnetGenerator(input_nc, output_nc, num_downs, ngf)`; H, W multiples of 2**num_downs."""
+
+  layers: Layers
+  input_nc: int = 3
+  output_nc: int = 3
+  num_downs: int = 8
+  ngf: int = 64
+  use_dropout: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    if self.num_downs < 5:
+      raise ValueError(f"A U-Net needs num_downs >= 5 (unet_32 or larger), got {self.num_downs}.")
+    ngf = self.ngf
+    num_dropout_levels = self.num_downs - 5
+    channels = (ngf, 2 * ngf, 4 * ngf, 8 * ngf) + (8 * ngf,) * num_dropout_levels + (8 * ngf,)
+    return UnetSkipBlock(channels, 0, self.input_nc, self.output_nc, num_dropout_levels, self.layers,
+                         self.use_dropout, name="outer")(x, train)
+
+
+class ResnetBlock(nn.Module):
+  """x + [reflpad1, conv3, norm, relu, (dropout), reflpad1, conv3, norm](x); no ReLU after the sum."""
+
+  dim: int
+  layers: Layers
+  use_dropout: bool
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    L = self.layers
+    y = L.conv(self.dim, 3, 1, 0, name="conv1")(reflect_pad(x, 1))
+    y = nn.relu(L.norm_layer("norm1")(y, train))
+    if self.use_dropout:
+      y = nn.Dropout(0.5, deterministic=not train)(y)
+    y = L.conv(self.dim, 3, 1, 0, name="conv2")(reflect_pad(y, 1))
+    return x + L.norm_layer("norm2")(y, train)
+
+
+class ResnetGenerator(nn.Module):
+  """The official `ResnetGenerator` (c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-out)."""
+
+  layers: Layers
+  input_nc: int = 3
+  output_nc: int = 3
+  ngf: int = 64
+  n_blocks: int = 9
+  use_dropout: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    L, ngf = self.layers, self.ngf
+    y = L.conv(ngf, 7, 1, 0, name="conv_in")(reflect_pad(x, 3))
+    y = nn.relu(L.norm_layer("norm_in")(y, train))
+    for i in range(2):  # downsampling: zero-padded stride-2 3x3 convs
+      y = L.conv(ngf * 2 ** (i + 1), 3, 2, 1, name=f"down{i}_conv")(y)
+      y = nn.relu(L.norm_layer(f"down{i}_norm")(y, train))
+    for i in range(self.n_blocks):
+      y = ResnetBlock(ngf * 4, L, self.use_dropout, name=f"block{i}")(y, train)
+    for i in range(2):  # upsampling: ConvTranspose k3 s2 p1 output_padding 1
+      y = L.conv_transpose(ngf * 2 ** (1 - i), 3, output_padding=1, name=f"up{i}_conv")(y)
+      y = nn.relu(L.norm_layer(f"up{i}_norm")(y, train))
+    y = L.conv(self.output_nc, 7, 1, 0, bias=True, name="conv_out")(reflect_pad(y, 3))
+    return jnp.tanh(y)
+
+
+# ----------------------------------------------------------------------------- discriminators
+
+
+class NLayerDiscriminator(nn.Module):
+  """The official PatchGAN: n_layers stride-2 4x4 convs, one stride-1, then a 1-channel map (logits)."""
+
+  layers: Layers
+  ndf: int = 64
+  n_layers: int = 3
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    L = self.layers
+    y = nn.leaky_relu(L.conv(self.ndf, 4, 2, 1, bias=True, name="conv0")(x), 0.2)
+    for n in range(1, self.n_layers + 1):
+      stride = 2 if n < self.n_layers else 1
+      y = L.conv(self.ndf * min(2**n, 8), 4, stride, 1, name=f"conv{n}")(y)
+      y = nn.leaky_relu(L.norm_layer(f"norm{n}")(y, train), 0.2)
+    return L.conv(1, 4, 1, 1, bias=True, name=f"conv{self.n_layers + 1}")(y)
+
+
+class PixelDiscriminator(nn.Module):
+  """The official 1x1 PixelGAN: conv1x1(bias) -> lrelu -> conv1x1 -> norm -> lrelu -> conv1x1."""
+
+  layers: Layers
+  ndf: int = 64
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    L = self.layers
+    y = nn.leaky_relu(L.conv(self.ndf, 1, 1, 0, bias=True, name="conv0")(x), 0.2)
+    y = L.conv(self.ndf * 2, 1, 1, 0, name="conv1")(y)
+    y = nn.leaky_relu(L.norm_layer("norm1")(y, train), 0.2)
+    return L.conv(1, 1, 1, 0, name="conv2")(y)
+
+
+# ----------------------------------------------------------------------------- factories
+
+
+def _layers(config) -> Layers:
+  return Layers(config.norm, config.init_type, config.init_gain)
+
+
+def define_G(config, input_nc: int | None = None, output_nc: int | None = None) -> nn.Module:
+  """The generator named by `config.netG` (official `define_G`)."""
+  input_nc = config.input_nc if input_nc is None else input_nc
+  output_nc = config.output_nc if output_nc is None else output_nc
+  common = dict(layers=_layers(config), input_nc=input_nc, output_nc=output_nc, ngf=config.ngf,
+                use_dropout=not config.no_dropout)
+  num_downs = config_lib.unet_num_downs(config.netG)
+  if num_downs is not None:
+    return UnetGenerator(num_downs=num_downs, **common)
+  return ResnetGenerator(n_blocks=config_lib.resnet_blocks(config.netG), **common)
+
+
+def define_D(config, input_nc: int) -> nn.Module:
+  """The discriminator named by `config.netD` (official `define_D`)."""
+  common = dict(layers=_layers(config), ndf=config.ndf)
+  if config.netD == "basic":
+    return NLayerDiscriminator(n_layers=3, **common)
+  if config.netD == "n_layers":
+    return NLayerDiscriminator(n_layers=config.n_layers_D, **common)
+  if config.netD == "pixel":
+    return PixelDiscriminator(**common)
+  raise ValueError(f"config.netD={config.netD!r} is not one of {config_lib.DISCRIMINATORS}.")
+
+
+def size_multiple(netG: str) -> int:
+  """The multiple that H and W must be for `netG` (official: unet_256 -> 256, resnets -> 4)."""
+  num_downs = config_lib.unet_num_downs(netG)
+  return 2**num_downs if num_downs is not None else 4
+
+
+def check_image_size(config, height: int, width: int) -> None:
+  """Raises ValueError, before anything compiles, if the generator cannot take H x W."""
+  multiple = size_multiple(config.netG)
+  if height % multiple or width % multiple:
+    raise ValueError(
+        f"config.crop_size: images of {height}x{width} do not fit netG={config.netG!r}, which needs"
+        f" height and width to be multiples of {multiple}. Use a crop_size that is a multiple of"
+        f" {multiple}" + (" or a smaller U-Net (unet_128)." if multiple > 128 else "."))
+  min_d = 2 ** (3 if config.netD == "basic" else config.n_layers_D) * 3 if config.netD != "pixel" else 1
+  if min(height, width) < min_d:
+    raise ValueError(f"config.crop_size: {height}x{width} is too small for netD={config.netD!r} (needs >= {min_d}).")
+
+
+def count_params(params: Any) -> int:
+  """Number of trainable parameters (the official `print_networks` count)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def param_shapes(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+  """Variable shapes of `module` for an NHWC `input_shape`, via `jax.eval_shape` (no compute)."""
+  init = functools.partial(module.init, train=False)
+  return jax.eval_shape(init, {"params": jax.random.key(0)}, jnp.zeros(input_shape, jnp.float32))

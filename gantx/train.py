@@ -1,0 +1,142 @@
+"""The training loop shared by pix2pix and CycleGAN: `train_and_evaluate(config, workdir)`.
+
+Work directory layout:
+  config.json         the resolved config
+  params.json         parameter count of every network
+  metrics.jsonl       one JSON object per log step (losses, lr, images/s, held-out L1)
+  tb/                 TensorBoard events
+  samples/*.png       grids input | output | target on the eval set
+  checkpoints/<step>/ orbax checkpoints (state, data iterator, config); a run resumes from the latest
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from gantx import checkpointing, data, evaluate, models, parallel, schedules, state as state_lib, steps, writers
+from gantx import config as config_lib
+
+# Fields that a resumed run must share with the checkpoint it resumes from.
+RESUME_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
+                 "batch_size", "crop_size", "direction", "pool_size", "data.source", "data.name", "seed")
+
+
+def is_due(step: int, every: int, total: int) -> bool:
+  """True every `every` steps (counted 1-based) and at the last step."""
+  return step == total or (every > 0 and step % every == 0)
+
+
+def _check_resume_config(config, saved: dict) -> None:
+  diffs = []
+  for field in RESUME_FIELDS:
+    now = config.data[field[5:]] if field.startswith("data.") else config[field]
+    before = saved["data"][field[5:]] if field.startswith("data.") else saved[field]
+    if now != before:
+      diffs.append(f"{field}: saved {before!r}, now {now!r}")
+  if diffs and not config.allow_config_change:
+    raise ValueError("The work directory holds a run with a different config (" + "; ".join(diffs) +
+                     "). Use another --workdir, or --config.allow_config_change=True to resume anyway.")
+
+
+def _log_param_counts(config, state, workdir: pathlib.Path, write: bool) -> dict[str, int]:
+  counts = {name: models.count_params(p) for name, p in state.params.items()}
+  for name, n in counts.items():
+    logging.info("[Network %s] Total number of parameters : %.3f M", name, n / 1e6)
+    print(f"[Network {name}] Total number of parameters : {n / 1e6:.3f} M")
+  if write:
+    (workdir / "params.json").write_text(json.dumps(counts, indent=2))
+  return counts
+
+
+def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainState:
+  """Trains `config.model` for the configured steps, writing everything under `workdir`."""
+  config_lib.validate(config)
+  workdir = pathlib.Path(workdir)
+  lead = jax.process_index() == 0
+  models.check_image_size(config, config.crop_size, config.crop_size)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config, mesh)
+  repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+
+  # Data first: a missing data set fails here, before anything compiles.
+  train_iter = data.make_train_iterator(config, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
+  eval_set = data.make_eval_set(config)
+  spe = schedules.steps_per_epoch(data.train_size(config), config.batch_size)
+  total = schedules.total_steps(config, spe)
+
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  nets = state_lib.build_networks(config, spe)
+  root = jax.random.key(config.seed)
+  init = functools.partial(state_lib.init_state, config, nets, image_hw=(config.crop_size, config.crop_size))
+  state = jax.jit(init, out_shardings=repl)(jax.random.fold_in(root, 0))
+  _log_param_counts(config, state, workdir, lead)
+
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
+  start = ckpt.latest_step()
+  if start is not None:
+    _check_resume_config(config, ckpt.saved_config(start))
+    state = ckpt.restore(start, state, train_iter)
+    logging.info("Resumed from %s at step %d.", ckpt.directory / str(start), start)
+    print(f"Resumed from {ckpt.directory / str(start)} at step {start}.")
+  start = int(start or 0)
+
+  train_step = jax.jit(steps.train_step_fn(config, nets), in_shardings=(repl, batch_sharding),
+                       out_shardings=(repl, repl), donate_argnums=0)
+  translators = {name: evaluate.make_translator(config, nets, name) for name, _, _ in evaluate.directions(config)}
+  eval_key = jax.random.fold_in(root, 1)  # the same dropout masks at every evaluation
+  writer = writers.Writer(workdir, enabled=lead)
+
+  def run_eval(step: int) -> dict[str, float]:
+    metrics, columns = evaluate.evaluate(config, nets, state, eval_set, translators, eval_key)
+    for name, cols in columns.items():
+      writer.image(step, name, writers.image_grid(cols))
+    return metrics
+
+  def flush(step: int) -> dict[str, float]:
+    """Means of the metrics since the last flush; stops the run on a non-finite loss."""
+    nonlocal pending, window_start
+    summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+    bad = [k for k, v in summary.items() if not math.isfinite(v)]
+    if bad:
+      raise FloatingPointError(f"Non-finite loss {', '.join(bad)} at step {step} (mean of steps"
+                               f" {step - len(pending) + 1}..{step}); the last good checkpoint in"
+                               f" {ckpt.directory} is kept.")
+    summary["images_per_s"] = len(pending) * config.batch_size / (time.perf_counter() - window_start)
+    bar.set_postfix({k: f"{v:.3g}" for k, v in summary.items() if k != "lr"})
+    pending, window_start = [], time.perf_counter()
+    return summary
+
+  bar = tqdm(total=total, initial=start, disable=not lead, dynamic_ncols=True, desc=config.model)
+  if start == 0:
+    writer.scalars(0, run_eval(0))
+  pending, window_start = [], time.perf_counter()
+  for step in range(start + 1, total + 1):
+    batch = parallel.global_batch(next(train_iter), batch_sharding)
+    state, metrics = train_step(state, batch)
+    pending.append(metrics)
+    bar.update(1)
+    logs = {}
+    if is_due(step, config.log_every_steps, total) or is_due(step, config.checkpoint_every_steps, total):
+      logs.update(flush(step))
+    if is_due(step, config.eval_every_steps, total):
+      logs.update(run_eval(step))
+    if logs:
+      writer.scalars(step, logs)
+    if is_due(step, config.checkpoint_every_steps, total):
+      ckpt.save(step, state, train_iter, config)
+  bar.close()
+  ckpt.close()
+  writer.close()
+  return state

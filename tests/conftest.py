@@ -1,0 +1,40 @@
+"""Shared test set-up: tiny configs, and absl flags parsed (grain's multiprocess workers read them)."""
+
+import os
+import sys
+
+import pytest
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
+
+
+def tiny_config(model: str = "pix2pix", **overrides):
+  """A config small enough to compile and run in seconds on 2 CPU cores."""
+  from gantx.config import base_config
+  c = base_config(model)
+  c.ngf, c.ndf = 4, 4
+  c.netG = "unet_32" if model == "pix2pix" else "resnet_2blocks"
+  c.load_size, c.crop_size = 36, 32
+  c.batch_size = 2
+  c.data.num_train, c.data.num_test = 16, 4
+  c.num_eval_images = 4
+  if model == "cycle_gan":
+    c.pool_size = 4
+  for k, v in overrides.items():
+    if "." in k:
+      block, field = k.split(".")
+      c[block][field] = v
+    else:
+      c[k] = v
+  return c
+
+
+@pytest.fixture
+def make_config():
+  return tiny_config

@@ -1,0 +1,27 @@
+"""Train pix2pix or CycleGAN: `python train.py --config configs/pix2pix_maps.py --workdir runs/maps`.
+
+Any config field can be overridden: `--config.batch_size=4 --config.lambda_L1=50`.
+Running again with the same --workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gantx import parallel
+from gantx import train as train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  parallel.maybe_initialize_distributed(_CONFIG.value)
+  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: orbax logs every file at INFO; -v 0 restores it
+  app.run(main)
