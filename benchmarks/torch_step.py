@@ -57,6 +57,16 @@ def _time_steps(step, real_A, real_B, warmup: int, steps: int):
     return times
 
 
+def _peak_rss_bytes() -> int:
+    """VmHWM of this process: its own peak resident memory (ru_maxrss would include the parent's
+    at fork time, which Linux carries across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main(argv=None) -> dict:
     args = _parse_args(argv)
     import torch
@@ -117,6 +127,7 @@ def main(argv=None) -> dict:
         "cpu_count": os.cpu_count(),
         "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "results": results,
+        "peak_rss_bytes": _peak_rss_bytes(),
     }
     print(json.dumps(out))
     return out

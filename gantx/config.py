@@ -126,6 +126,19 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   return c
 
 
+def dataset_config(model: str, name: str, **fields) -> ml_collections.ConfigDict:
+  """`base_config(model)` reading the official folder layout `<data.root>/<name>`, with `fields`
+  (top-level config fields) changed. The experiment files in configs/ are one call of this."""
+  c = base_config(model)
+  c.data.source = "folder"
+  c.data.name = name
+  for field, value in fields.items():
+    if field not in c:
+      raise KeyError(f"dataset_config: config has no field {field!r}.")
+    c[field] = value
+  return c
+
+
 _UNET = re.compile(r"^unet_(\d+)$")
 _RESNET = re.compile(r"^resnet_(\d+)blocks$")
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gantx import data
 from gantx.state import Networks, TrainState
 
 Array = jax.Array
@@ -49,12 +50,29 @@ def directions(config) -> list[tuple[str, str, str]]:
   return [("G_A", "A", "B"), ("G_B", "B", "A")]
 
 
+def per_class_accuracy(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+  """Mean over the classes present in `truth` of the share of their pixels labelled right
+  (the "per-class acc." of the pix2pix and CycleGAN papers' FCN scores)."""
+  recalls = [np.mean(pred[truth == c] == c) for c in range(num_classes) if np.any(truth == c)]
+  return float(np.mean(recalls))
+
+
+def _targets_labels(config, target_key: str) -> bool:
+  """On built-in data, whether `target_key` of the eval set holds label maps (domain A before
+  `direction` swaps the sides)."""
+  return config.data.source == "builtin" and (target_key == "A") == (config.direction == "AtoB")
+
+
 def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.ndarray],
              translators: dict[str, Callable], key: Array) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
   """Translates the eval set with every generator.
 
-  Returns (metrics, columns): metrics has `L1_<G>` (mean |G(x) - target| in [-1, 1] units)
-  for each generator when the eval set is aligned (targets are the true translations);
+  Returns (metrics, columns). metrics has, for each generator G:
+  - `L1_<G>`: mean |G(x) - target| in [-1, 1] units, when the eval set is aligned (targets
+    are the true translations);
+  - `class_acc_<G>`: on built-in data, for the generator that draws label maps, the
+    per-class accuracy of its output read as labels (nearest palette colour), as the papers'
+    photo -> labels FCN score. A uniform or majority-class output scores about 1/6.
   columns maps each generator to [input, output, target] arrays for a sample grid.
   """
   metrics, columns = {}, {}
@@ -64,5 +82,9 @@ def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.n
     out = np.asarray(translators[name](params, stats, jnp.asarray(eval_set[src]), jax.random.fold_in(key, i)))
     if bool(eval_set["aligned"]):
       metrics[f"L1_{name}"] = float(np.mean(np.abs(out - eval_set[dst])))
+    if _targets_labels(config, dst) and out.shape[-1] == 3:
+      pred = data.labels_from_palette(data.to_uint8(out))
+      truth = data.labels_from_palette(data.to_uint8(eval_set[dst]))
+      metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(data.LABEL_PALETTE))
     columns[name] = [eval_set[src], out, eval_set[dst]]
   return metrics, columns

@@ -34,12 +34,13 @@ _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def kernel_init(init_type: str, init_gain: float, transposed: bool = False) -> nn.initializers.Initializer:
-  """The official `init_weights` for conv kernels, in Flax layout (kh, kw, in, out).
+  """The official `init_weights` for conv kernels (Flax layout (kh, kw, in, out)).
 
   PyTorch computes fans from a ConvTranspose2d weight (in, out, kh, kw) as if it were a
-  conv weight, i.e. fan_in = out * kh * kw; `transposed=True` reproduces that.
+  conv weight, i.e. fan_in = out * kh * kw; `transposed=True` reproduces that for the
+  (in, k, k, out) layout of `ConvTranspose`.
   """
-  in_axis, out_axis = (-1, -2) if transposed else (-2, -1)
+  in_axis, out_axis = (-1, 0) if transposed else (-2, -1)
   if init_type == "normal":
     return nn.initializers.normal(stddev=init_gain)
   if init_type == "xavier":  # xavier_normal_(gain): var = gain^2 * 2 / (fan_in + fan_out)
@@ -68,17 +69,26 @@ def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> list[int]
   return [t for t in range(-kernel, kernel + 1) if 0 <= stride * t + phase + padding < kernel]
 
 
-class ConvTransposeSubpixel(nn.Module):
+def _shift(z: Array, t: int, size: int) -> Array:
+  """out[m] = z[m - t] along axis 1 for m in [0, size), zero where m - t is out of range."""
+  n = z.shape[1]
+  z = jnp.pad(z, ((0, 0), (max(t, 0), max(0, size - n - t))) + ((0, 0),) * (z.ndim - 2))
+  return jax.lax.slice_in_dim(z, max(-t, 0), max(-t, 0) + size, axis=1)
+
+
+class ConvTranspose(nn.Module):
   """PyTorch `ConvTranspose2d(in, features, k, stride, padding, output_padding)`, square kernel.
 
-  Computed as `stride**2` ordinary stride-1 convolutions, one per output phase, whose
-  outputs are interleaved (the sub-pixel form). It gives the same numbers as the
-  zero-inserting (input-dilated) form, but its gradients are plain convolutions: on
-  XLA:CPU the weight gradient of the input-dilated form is ~30x slower than this
-  (benchmarks/BENCHMARKS.md), and on accelerators the phases do no work on inserted zeros.
+  Computed as one matrix product and a col2im: z = x @ W gives, for every input pixel, its
+  k*k*features contributions, and each output phase (pixels with the same position modulo
+  the stride) sums its taps of z with shifts. Forward and both gradients are then plain
+  GEMMs plus cheap shifted adds. On XLA:CPU the gradients of the zero-inserting form
+  (`nn.ConvTranspose`, an input-dilated conv) are ~30x slower than its forward, and even
+  stride-1 conv gradients are slow at the U-Net's small spatial sizes; this form runs the
+  whole layer at GEMM speed (BENCHMARKS.md).
 
-  The kernel has Flax layout (k, k, in, features) holding PyTorch's weight (in, out, k, k)
-  transposed by (2, 3, 0, 1), unflipped.
+  The kernel has layout (in, k, k, features): PyTorch's weight (in, out, k, k) transposed
+  by (0, 2, 3, 1), unflipped, so that x @ kernel.reshape(in, -1) needs no copy.
   """
 
   features: int
@@ -93,25 +103,62 @@ class ConvTransposeSubpixel(nn.Module):
   def __call__(self, x: Array) -> Array:
     n, h, w, c = x.shape
     k, s, p = self.kernel_size, self.strides, self.padding
-    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
+    kernel = self.param("kernel", self.kernel_init, (c, k, k, self.features), jnp.float32)
     out_h = (h - 1) * s - 2 * p + k + self.output_padding
     out_w = (w - 1) * s - 2 * p + k + self.output_padding
     if out_h % s or out_w % s:
-      raise ValueError(f"ConvTransposeSubpixel: output {out_h}x{out_w} is not a multiple of stride {s}.")
+      raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
     m_h, m_w = out_h // s, out_w // s
+    z = (x.reshape(-1, c) @ kernel.reshape(c, -1).astype(x.dtype)).reshape(n, h, w, k, k, self.features)
     rows = []
     for rh in range(s):
-      th = _phase_taps(k, s, p, rh)
       cols = []
       for rw in range(s):
-        tw = _phase_taps(k, s, p, rw)
-        # Correlation taps j = -t in ascending order, i.e. kernel rows in descending order.
-        sub = kernel[np.array([s * t + rh + p for t in reversed(th)])]
-        sub = sub[:, np.array([s * t + rw + p for t in reversed(tw)])]
-        pad = [(max(th), m_h - h - min(th)), (max(tw), m_w - w - min(tw))]
-        cols.append(jax.lax.conv_general_dilated(x, sub.astype(x.dtype), (1, 1), pad, dimension_numbers=_CONV_DIMS))
+        acc = 0.0
+        for t in _phase_taps(k, s, p, rh):
+          zt = _shift(z[:, :, :, s * t + rh + p], t, m_h)  # (n, m_h, w, k, f)
+          for u in _phase_taps(k, s, p, rw):
+            acc = acc + jnp.swapaxes(_shift(jnp.swapaxes(zt[:, :, :, s * u + rw + p], 1, 2), u, m_w), 1, 2)
+        cols.append(acc)
       rows.append(jnp.stack(cols, axis=3))  # (n, m_h, m_w, s, features)
     y = jnp.stack(rows, axis=2).reshape(n, out_h, out_w, self.features)  # (n, m_h, s, m_w, s, f)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+    return y
+
+
+class Conv(nn.Module):
+  """`nn.Conv` with symmetric zero padding; as im2col + GEMM where the output is small.
+
+  Both forms give the same numbers. XLA:CPU's native convolution is fastest at large
+  spatial sizes but slow at the U-Net's inner levels (2x2 to 32x32 with 512 channels),
+  where its gradients run at a few GFLOP/s; im2col + one GEMM is up to 6x faster there
+  (BENCHMARKS.md). The choice is static, by output size.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  use_bias: bool = True
+  kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
+  gemm_max_pixels: int = 16 * 16  # im2col + GEMM when out_h * out_w is at most this ...
+  gemm_min_channels: int = 128  # ... and the input has at least this many channels
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n, h, w, c = x.shape
+    k, s, p = self.kernel_size, self.strides, self.padding
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32).astype(x.dtype)
+    out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels and k > 1:
+      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+      taps = [jax.lax.slice(xp, (0, a, b, 0), (n, a + s * (out_h - 1) + 1, b + s * (out_w - 1) + 1, c), (1, s, s, 1))
+              for a in range(k) for b in range(k)]
+      patches = jnp.concatenate(taps, axis=-1).reshape(-1, k * k * c)  # columns ordered (a, b, c)
+      y = (patches @ kernel.reshape(k * k * c, self.features)).reshape(n, out_h, out_w, self.features)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (s, s), [(p, p), (p, p)], dimension_numbers=_CONV_DIMS)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
     return y
@@ -156,13 +203,11 @@ class Layers:
     return self.norm == "instance"  # the official bias rule
 
   def conv(self, features, kernel, stride, padding, bias=None, name=None):
-    return nn.Conv(
-        features, (kernel, kernel), (stride, stride), [(padding, padding)] * 2,
-        use_bias=self.use_bias if bias is None else bias,
-        kernel_init=kernel_init(self.init_type, self.init_gain), name=name)
+    return Conv(features, kernel, stride, padding, use_bias=self.use_bias if bias is None else bias,
+                kernel_init=kernel_init(self.init_type, self.init_gain), name=name)
 
   def conv_transpose(self, features, kernel, output_padding=0, bias=None, name=None):
-    return ConvTransposeSubpixel(
+    return ConvTranspose(
         features, kernel, 2, 1, output_padding, use_bias=self.use_bias if bias is None else bias,
         kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), name=name)
 

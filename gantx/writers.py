@@ -12,18 +12,13 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] float images (..., H, W, C) to uint8 RGB (grayscale repeated to 3 channels)."""
-  images = np.asarray(images, np.float32)
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+from gantx import data
 
 
 def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
-  """One row per image, one column per entry of `columns` (each (N, H, W, C) in [-1, 1])."""
-  cols = [to_uint8(c) for c in columns]
+  """One row per image, one column per entry of `columns` (each (N, H, W, C) in [-1, 1]);
+  grayscale columns are shown as RGB."""
+  cols = [data.to_uint8(np.repeat(c, 3, axis=-1) if c.shape[-1] == 1 else c) for c in columns]
   n, h, w, _ = cols[0].shape
   grid = np.full((n * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
   for j, col in enumerate(cols):

@@ -2,9 +2,18 @@
 
 import os
 import sys
+import tempfile
 
-import pytest
-from absl import flags
+# Set before jax is imported, and inherited by the subprocesses tests start (xdist workers
+# too): every process of one run shares a fresh compilation cache, and XLA skips most optimisations (tests care about
+# numbers, not speed; compile time dominates tiny models).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gantx-test-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:

@@ -67,14 +67,14 @@ def test_unet_and_resnet_run_on_small_images():
 
 
 @pytest.mark.parametrize("kernel,output_padding", [(4, 0), (3, 1)])
-def test_subpixel_conv_transpose_equals_the_dilated_form(kernel, output_padding):
+def test_conv_transpose_equals_the_dilated_form(kernel, output_padding):
   """Same outputs and gradients as PyTorch's ConvTranspose2d semantics (input-dilated conv)."""
   x = jax.random.normal(jax.random.key(1), (2, 5, 7, 3))
-  m = models.ConvTransposeSubpixel(4, kernel, 2, 1, output_padding)
+  m = models.ConvTranspose(4, kernel, 2, 1, output_padding)
   params = m.init(jax.random.key(2), x)
 
   def reference(params, x):
-    w, b = params["params"]["kernel"], params["params"]["bias"]
+    w, b = params["params"]["kernel"].transpose(1, 2, 0, 3), params["params"]["bias"]
     pad = [(kernel - 2, kernel - 2 + output_padding)] * 2
     return jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), pad, lhs_dilation=(2, 2),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
@@ -117,7 +117,7 @@ def test_init_statistics():
   assert abs(scale.mean() - 1.0) < 0.01 and 0.01 < scale.std() < 0.03  # BatchNorm weight ~ N(1, gain)
   # kaiming_normal(fan_in) of a ConvTranspose weight (in, out, k, k): PyTorch's fan_in is out * k * k.
   init = models.kernel_init("kaiming", 0.02, transposed=True)
-  w = np.asarray(init(jax.random.key(0), (4, 4, 512, 256)))
+  w = np.asarray(init(jax.random.key(0), (512, 4, 4, 256)))
   np.testing.assert_allclose(w.std(), np.sqrt(2.0 / (256 * 16)), rtol=0.02)
   w = np.asarray(models.kernel_init("xavier", 1.0)(jax.random.key(0), (4, 4, 64, 128)))
   np.testing.assert_allclose(w.std(), np.sqrt(2.0 / (64 * 16 + 128 * 16)), rtol=0.02)
