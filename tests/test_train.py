@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config
 
-from gantx import train as train_lib
+from gantx import data, train as train_lib
 
 
 def _metrics(workdir):
@@ -43,6 +43,21 @@ def test_pix2pix_learns_and_writes_its_outputs(tmp_path):
   counts = json.loads((tmp_path / "params.json").read_text())
   assert set(counts) == {"G", "D"} and all(n > 0 for n in counts.values())
   assert json.loads((tmp_path / "config.json").read_text())["netG"] == "unet_32"
+
+
+def test_cycle_gan_finds_the_hidden_mapping(tmp_path):
+  """Unpaired training moves G_A(A) much closer to the true B (never shown as a pair) than the
+  untrained G_A, and closer than the identity map (A itself) is: it learned more than copying."""
+  config = _learning_config("cycle_gan", 300)
+  train_lib.train_and_evaluate(config, tmp_path)
+  held_out = [r["L1_G_A"] for r in _metrics(tmp_path) if "L1_G_A" in r]
+  assert len(held_out) == 2
+  eval_set = data.make_eval_set(config)
+  identity = float(np.mean(np.abs(eval_set["A"] - eval_set["B"])))
+  assert held_out[-1] < 0.6 * held_out[0], held_out
+  assert held_out[-1] < identity, (held_out, identity)
+  assert sorted(os.listdir(tmp_path / "samples")) == ["G_A_0000000.png", "G_A_0000300.png",
+                                                       "G_B_0000000.png", "G_B_0000300.png"]
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
