@@ -4,7 +4,7 @@ Any config field can be overridden: `--config.batch_size=4 --config.lambda_L1=50
 Running again with the same --workdir resumes from its latest checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gantx import parallel
@@ -18,10 +18,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO; -v 0 shows it
   parallel.maybe_initialize_distributed(_CONFIG.value)
   train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: orbax logs every file at INFO; -v 0 restores it
   app.run(main)

@@ -18,12 +18,20 @@ DATA_AXIS = "data"
 
 
 def maybe_initialize_distributed(config) -> None:
-  """Starts multi-process JAX when asked: config.distributed, or the usual environment
-  variables of a multi-host launcher (JAX_COORDINATOR_ADDRESS). On Cloud TPU,
-  `jax.distributed.initialize()` finds the coordinator by itself.
+  """Starts multi-process JAX when asked: `config.distributed=True`, or JAX_COORDINATOR_ADDRESS
+  set in the environment (host:port of process 0), with JAX_NUM_PROCESSES and JAX_PROCESS_ID
+  where no cluster manager provides them. On Cloud TPU and SLURM `jax.distributed.initialize()`
+  finds all of it by itself.
   """
-  if config.get("distributed", False) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  env = os.environ
+  if not (config.get("distributed", False) or env.get("JAX_COORDINATOR_ADDRESS")):
+    return
+  kwargs = {}
+  if "JAX_NUM_PROCESSES" in env:
+    kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
+  if "JAX_PROCESS_ID" in env:
+    kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
+  jax.distributed.initialize(**kwargs)
 
 
 def make_mesh() -> Mesh:
@@ -56,6 +64,23 @@ def check_batch_size(config, mesh: Mesh) -> int:
   if config.batch_size % processes:
     raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the {processes} processes.")
   return config.batch_size // devices
+
+
+def replicate(tree, mesh: Mesh):
+  """Places a pytree that every process holds whole (the same values everywhere) on all devices
+  of the mesh, replicated. Multi-process meshes span devices other processes own, which
+  `jax.device_put` cannot address, so each process provides its own devices' copies."""
+  sharding = replicated(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

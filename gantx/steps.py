@@ -112,7 +112,8 @@ def pix2pix_step(config, nets: Networks, state: TrainState, batch: dict[str, Arr
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=stats), metrics
 
 
-def cycle_gan_step(config, nets: Networks, state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, Metrics]:
+def cycle_gan_step(config, nets: Networks, state: TrainState, batch: dict[str, Array],
+                   batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, Metrics]:
   """The official `CycleGANModel.optimize_parameters`.
 
   1. fake_B = G_A(A), rec_A = G_B(fake_B), fake_A = G_B(B), rec_B = G_A(fake_A); identity
@@ -160,6 +161,11 @@ def cycle_gan_step(config, nets: Networks, state: TrainState, batch: dict[str, A
 
   pooled_b, pool_b = pool.query(state.pools["fake_B"], fake_b, keys[6])
   pooled_a, pool_a = pool.query(state.pools["fake_A"], fake_a, keys[7])
+  if batch_sharding is not None:
+    # The pool is replicated, so its output would be too, and every device would run D on the
+    # whole global batch of pooled images; split them over the devices like the batch.
+    pooled_b = jax.lax.with_sharding_constraint(pooled_b, batch_sharding)
+    pooled_a = jax.lax.with_sharding_constraint(pooled_a, batch_sharding)
 
   def d_loss_fn(d_params):
     bs = state.batch_stats
@@ -178,7 +184,10 @@ def cycle_gan_step(config, nets: Networks, state: TrainState, batch: dict[str, A
   return new_state, metrics
 
 
-def train_step_fn(config, nets: Networks) -> Callable[[TrainState, dict], tuple[TrainState, Metrics]]:
-  """The step of `config.model`, with config and networks bound (jit it over the mesh)."""
-  step = pix2pix_step if config.model == "pix2pix" else cycle_gan_step
-  return functools.partial(step, config, nets)
+def train_step_fn(config, nets: Networks, batch_sharding: jax.sharding.Sharding | None = None
+                  ) -> Callable[[TrainState, dict], tuple[TrainState, Metrics]]:
+  """The step of `config.model`, with config and networks bound (jit it over the mesh with the
+  batch sharded by `batch_sharding`, which also places CycleGAN's pooled images)."""
+  if config.model == "pix2pix":
+    return functools.partial(pix2pix_step, config, nets)
+  return functools.partial(cycle_gan_step, config, nets, batch_sharding=batch_sharding)

@@ -79,8 +79,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   nets = state_lib.build_networks(config, spe)
   root = jax.random.key(config.seed)
   # Eager, then replicated: compiling init would cost ~15 s at full size for the same values.
-  state = jax.device_put(
-      state_lib.init_state(config, nets, jax.random.fold_in(root, 0), (config.crop_size, config.crop_size)), repl)
+  state = parallel.replicate(
+      state_lib.init_state(config, nets, jax.random.fold_in(root, 0), (config.crop_size, config.crop_size)), mesh)
   _log_param_counts(config, state, workdir, lead)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
@@ -92,7 +92,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
     print(f"Resumed from {ckpt.directory / str(start)} at step {start}.")
   start = int(start or 0)
 
-  train_step = jax.jit(steps.train_step_fn(config, nets), in_shardings=(repl, batch_sharding),
+  train_step = jax.jit(steps.train_step_fn(config, nets, batch_sharding), in_shardings=(repl, batch_sharding),
                        out_shardings=(repl, repl), donate_argnums=0)
   translators = {name: evaluate.make_translator(config, nets, name) for name, _, _ in evaluate.directions(config)}
   eval_key = jax.random.fold_in(root, 1)  # the same dropout masks at every evaluation

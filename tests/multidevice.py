@@ -1,0 +1,87 @@
+"""Helpers run in subprocesses with several simulated CPU devices (see test_parallel.py).
+
+`python tests/multidevice.py compare MODEL STEPS OUT.npz` trains STEPS steps of a tiny MODEL
+on fixed random batches twice in one process, on a 1-device mesh and on a mesh of all devices,
+and saves both final states and metrics. `... train MODEL STEPS WORKDIR OUT.npz` runs
+train_and_evaluate (each process of a multi-process run calls it) and saves the final state.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from conftest import tiny_config  # noqa: E402
+
+from gantx import parallel, state as state_lib, steps  # noqa: E402
+
+
+def flat(tree, prefix):
+  """{path: numpy array} of a pytree (PRNG keys as key data)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    out[prefix + jax.tree_util.keystr(path)] = np.asarray(jax.device_get(leaf))
+  return out
+
+
+def run_on(mesh, config, batches):
+  nets = state_lib.build_networks(config, 10)
+  repl, sharded = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  state = jax.device_put(state_lib.init_state(config, nets, jax.random.key(0), (config.crop_size,) * 2), repl)
+  step = jax.jit(steps.train_step_fn(config, nets, sharded), in_shardings=(repl, sharded), out_shardings=(repl, repl))
+  metrics = []
+  for batch in batches:
+    state, m = step(state, jax.device_put(batch, sharded))
+    metrics.append(m)
+  # What the trained generators compute (eval mode) on the first batch.
+  outputs = {name: nets.modules[name].apply({"params": state.params[name], "batch_stats": state.batch_stats[name]},
+                                            batches[0]["A" if name in ("G", "G_A") else "B"], train=False)
+             for name in nets.generators}
+  return state, jax.device_get(metrics), outputs
+
+
+def compare(model: str, num_steps: int, out: str) -> None:
+  config = tiny_config(model, batch_size=jax.device_count())
+  rng = np.random.default_rng(0)
+  shape = (config.batch_size, config.crop_size, config.crop_size, 3)
+  batches = [{k: rng.uniform(-1, 1, shape).astype(np.float32) for k in "AB"} for _ in range(num_steps)]
+  one = jax.make_mesh((1,), (parallel.DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
+  results = {}
+  for name, mesh in (("one", one), ("all", parallel.make_mesh())):
+    state, metrics, outputs = run_on(mesh, config, batches)
+    results.update(flat(state, f"{name}/state"))
+    results.update(flat(metrics, f"{name}/metrics"))
+    results.update(flat(outputs, f"{name}/outputs"))
+  results["devices"] = np.array(jax.device_count())
+  results["flops_per_device"] = np.array([flops_per_device(config, mesh) for mesh in (one, parallel.make_mesh())])
+  np.savez(out, **results)
+
+
+def flops_per_device(config, mesh) -> float:
+  """XLA's FLOP count of one device's share of the compiled step."""
+  nets = state_lib.build_networks(config, 10)
+  repl, sharded = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  state = jax.eval_shape(lambda k: state_lib.init_state(config, nets, k, (config.crop_size,) * 2), jax.random.key(0))
+  batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.crop_size, config.crop_size, 3), np.float32) for k in "AB"}
+  step = jax.jit(steps.train_step_fn(config, nets, sharded), in_shardings=(repl, sharded), out_shardings=(repl, repl))
+  return float(step.lower(state, batch).compile().cost_analysis()["flops"])
+
+
+def train(model: str, num_steps: int, workdir: str, out: str) -> None:
+  from gantx import train as train_lib
+  parallel.maybe_initialize_distributed(tiny_config(model, distributed=bool(os.environ.get("GANTX_DISTRIBUTED"))))
+  config = tiny_config(model, batch_size=4, num_train_steps=num_steps, eval_every_steps=0, checkpoint_every_steps=num_steps)
+  state = train_lib.train_and_evaluate(config, workdir)
+  results = flat(state, "state")
+  results["processes"] = np.array(jax.process_count())
+  results["devices"] = np.array(jax.device_count())
+  np.savez(out, **results)
+
+
+if __name__ == "__main__":
+  command, model, num_steps, *paths = sys.argv[1:]
+  {"compare": compare, "train": train}[command](model, int(num_steps), *paths)

@@ -1,0 +1,109 @@
+"""Data parallelism: several devices and several processes give the results of one device.
+
+Each check runs in subprocesses (tests/multidevice.py) with simulated CPU devices
+(--xla_force_host_platform_device_count), since a process's device count is fixed at start.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+# float32 tolerances between meshes. Reductions (the gradient all-reduce, batch-norm statistics,
+# loss means) are summed in another order on 8 devices, which moves values by rounding:
+RTOL, ATOL = 1e-4, 1e-6  # metrics, batch statistics: relative 1e-4
+IMAGE_ATOL = 1e-5  # generator outputs and pooled images, in [-1, 1]
+PARAM_ATOL = 1e-5  # parameters after 3 steps ...
+LR, STEPS, MAX_LOOSE = 2e-4, 3, 0.01  # ... except entries whose true gradient is zero (conv biases
+# followed by instance norm, which cancels them): Adam scales their rounding noise to steps of up
+# to ~lr, so they may differ by 2 * lr per step. They must be few: at most MAX_LOOSE of all entries.
+MOMENT_RTOL = 1e-3  # Adam's moments (sums of gradients with cancellation), relative to each tensor's scale
+
+
+def _run(*args, devices: int, env: dict | None = None, timeout: int = 600, check: bool = True):
+  full_env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
+  proc = subprocess.run([sys.executable, "tests/multidevice.py", *map(str, args)], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(proc.stderr[-3000:])
+  return proc
+
+
+def _assert_close(one: dict, many: dict, keys: list[str]) -> None:
+  """many[k] equals one[k] for every key, to the tolerances above (keys name state parts)."""
+  total = loose = 0
+  for key in keys:
+    a, b = one[key], many[key]
+    part = key.split("/", 1)[-1]
+    if part.startswith("state.params"):
+      np.testing.assert_allclose(b, a, rtol=0, atol=2 * LR * STEPS, err_msg=key)
+      total += a.size
+      loose += int(np.sum(np.abs(b - a) > PARAM_ATOL))
+    elif part.startswith("state.opt_state") and a.ndim:
+      np.testing.assert_allclose(b, a, rtol=0, atol=MOMENT_RTOL * float(np.abs(a).max()) + ATOL, err_msg=key)
+    elif part.startswith(("outputs", "state.pools")):
+      np.testing.assert_allclose(b, a, rtol=0, atol=IMAGE_ATOL, err_msg=key)
+    else:  # metrics, batch statistics, step counts, key
+      np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=key)
+  assert loose <= MAX_LOOSE * total, (loose, total)
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_eight_devices_equal_one_device(tmp_path, model):
+  """3 steps at global batch 8: parameters, batch statistics, optimizer states, pools, metrics
+  and what the generators compute, on an 8-device mesh, equal those on one device (to the
+  float32 tolerances above)."""
+  _run("compare", model, STEPS, tmp_path / "r.npz", devices=8)
+  r = np.load(tmp_path / "r.npz")
+  assert int(r["devices"]) == 8
+  keys = [k[len("one/"):] for k in r.files if k.startswith("one/")]
+  assert any("pools" in k for k in keys) == (model == "cycle_gan")
+  assert any(k.startswith("outputs") for k in keys)
+  # Each device does ~1/8 of the work, plus the replicated Adam update (large for tiny nets).
+  # Measured: pix2pix 0.154, cycle_gan 0.129; cycle_gan without the pooled images' sharding
+  # constraint (every device running D on the whole pool output) 0.148.
+  flops_one, flops_each = r["flops_per_device"]
+  assert flops_each < {"pix2pix": 0.16, "cycle_gan": 0.135}[model] * flops_one
+  _assert_close({k: r["one/" + k] for k in keys}, {k: r["all/" + k] for k in keys}, keys)
+
+
+def test_global_batch_that_does_not_divide_the_devices_is_refused(tmp_path):
+  proc = _run("train", "pix2pix", 1, tmp_path / "run", tmp_path / "r.npz", devices=8, check=False)
+  assert proc.returncode != 0
+  assert "config.batch_size=4 is the global batch and must be a multiple of the 8 devices" in proc.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path):
+  """Two processes of two devices each (jax.distributed over localhost, gloo) train together
+  on their own data shards and end where one process with four devices ends."""
+  steps = STEPS
+  _run("train", "pix2pix", steps, tmp_path / "single", tmp_path / "single.npz", devices=4)
+  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+  procs = [subprocess.Popen(
+      [sys.executable, "tests/multidevice.py", "train", "pix2pix", str(steps), str(tmp_path / "multi"),
+       str(tmp_path / f"multi{i}.npz")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env={**os.environ, **env, "JAX_PROCESS_ID": str(i), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+      for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  single = np.load(tmp_path / "single.npz")
+  assert int(single["devices"]) == 4 and int(single["processes"]) == 1
+  for i in range(2):
+    multi = np.load(tmp_path / f"multi{i}.npz")
+    assert int(multi["devices"]) == 4 and int(multi["processes"]) == 2
+    _assert_close(single, multi, [k for k in single.files if k.startswith("state")])
+  # Only process 0 writes logs; both wrote the checkpoint together.
+  assert (tmp_path / "multi" / "metrics.jsonl").exists()
+  assert (tmp_path / "multi" / "checkpoints" / str(steps)).exists()
