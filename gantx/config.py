@@ -72,8 +72,11 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---
   c.lr = 2e-4
   c.beta1 = 0.5
-  # Global batch size, over all devices and hosts.
+  # Global batch size, over all devices and hosts: each of D devices gets batch_size / D images.
   c.batch_size = 1
+  # If > 0, the per-device batch instead: batch_size becomes per_device_batch_size * devices
+  # (resolved at start and written to config.json).
+  c.per_device_batch_size = 0
   # lr constant for n_epochs, then (lr_policy 'linear') linear decay to 0 over n_epochs_decay.
   c.n_epochs = 100
   c.n_epochs_decay = 100

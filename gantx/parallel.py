@@ -53,8 +53,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(config, mesh: Mesh) -> int:
-  """Returns the per-device batch size; raises ValueError if config.batch_size cannot be split."""
+def resolve_batch_size(config, mesh: Mesh) -> int:
+  """The global batch: config.per_device_batch_size * devices if that is set (> 0), else
+  config.batch_size; sets config.batch_size to it. Raises ValueError, naming the field, if it
+  cannot be split evenly over the devices and processes. Returns the per-device batch."""
+  if config.per_device_batch_size > 0:
+    config.batch_size = config.per_device_batch_size * mesh.devices.size
   devices, processes = mesh.devices.size, jax.process_count()
   if config.batch_size % devices:
     raise ValueError(

@@ -63,7 +63,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   lead = jax.process_index() == 0
   models.check_image_size(config, config.crop_size, config.crop_size)
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(config, mesh)
+  per_device = parallel.resolve_batch_size(config, mesh)
+  print(f"Data parallel over {mesh.devices.size} devices ({jax.process_count()} processes):"
+        f" global batch {config.batch_size}, {per_device} per device.")
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
   # Data first: a missing data set fails here, before anything compiles.

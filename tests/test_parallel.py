@@ -78,6 +78,14 @@ def test_global_batch_that_does_not_divide_the_devices_is_refused(tmp_path):
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_per_device_batch_size_sets_the_global_batch():
+  from gantx import parallel
+  from conftest import tiny_config
+  config = tiny_config("pix2pix", per_device_batch_size=3)
+  assert parallel.resolve_batch_size(config, parallel.make_mesh()) == 3
+  assert config.batch_size == 3  # one device in this process
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
