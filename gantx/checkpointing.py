@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -48,6 +48,37 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract),
         data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored["state"]
+
+  def restore_latest(self, like_state: Any, data_iter: grain.DatasetIterator,
+                     check_config: Callable[[dict], None]) -> tuple[int, Any] | None:
+    """(step, state) of the newest checkpoint that reads back whole, or None if there is none.
+
+    `check_config(saved_config)` runs first and may raise (a run of another architecture is a
+    config error, not damage). A checkpoint that then cannot be read (a truncated or corrupt
+    file) is reported by name, renamed to `<step>.unreadable` (kept, not deleted: nothing
+    trained is thrown away) and the next older one is tried.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        saved = self.saved_config(step)
+      except Exception as e:  # orbax/tensorstore raise many types for a damaged file
+        self._set_aside(step, e)
+        continue
+      check_config(saved)
+      try:
+        return step, self.restore(step, like_state, data_iter)
+      except Exception as e:
+        self._set_aside(step, e)
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    path = self.directory / str(step)
+    kept = path.with_name(f"{step}.unreadable")
+    print(f"Checkpoint {path} cannot be read ({type(error).__name__}: {str(error)[:300]}); kept as {kept},"
+          " trying the previous one.")
+    if jax.process_index() == 0:
+      path.rename(kept)
+    self._manager.reload()
 
   def saved_config(self, step: int) -> dict:
     return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]

@@ -11,9 +11,13 @@ Work directory layout:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
 
 import jax
@@ -24,9 +28,11 @@ from tqdm import tqdm
 from gantx import checkpointing, data, evaluate, models, parallel, schedules, state as state_lib, steps, writers
 from gantx import config as config_lib
 
-# Fields that a resumed run must share with the checkpoint it resumes from.
-RESUME_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
-                 "batch_size", "crop_size", "direction", "pool_size", "data.source", "data.name", "seed")
+# Fields that fix the shapes of the saved state: a checkpoint cannot be loaded under other values.
+SHAPE_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
+                "crop_size", "pool_size")
+# Fields that change what a resumed run computes: refused unless config.allow_config_change.
+RESUME_FIELDS = ("batch_size", "direction", "data.source", "data.name", "seed")
 
 
 def is_due(step: int, every: int, total: int) -> bool:
@@ -35,14 +41,21 @@ def is_due(step: int, every: int, total: int) -> bool:
 
 
 def _check_resume_config(config, saved: dict) -> None:
-  diffs = []
-  for field in RESUME_FIELDS:
-    now = config.data[field[5:]] if field.startswith("data.") else config[field]
-    before = saved["data"][field[5:]] if field.startswith("data.") else saved[field]
-    if now != before:
-      diffs.append(f"{field}: saved {before!r}, now {now!r}")
-  if diffs and not config.allow_config_change:
-    raise ValueError("The work directory holds a run with a different config (" + "; ".join(diffs) +
+  """Raises ValueError if the saved run's config differs in a field that matters."""
+  def diffs(fields):
+    out = []
+    for field in fields:
+      now = config.data[field[5:]] if field.startswith("data.") else config[field]
+      before = saved["data"][field[5:]] if field.startswith("data.") else saved[field]
+      if now != before:
+        out.append(f"{field}: saved {before!r}, now {now!r}")
+    return out
+
+  if shape := diffs(SHAPE_FIELDS):
+    raise ValueError("The work directory holds a run of another architecture (" + "; ".join(shape) +
+                     "); its checkpoints cannot be loaded into this one. Use another --workdir.")
+  if (other := diffs(RESUME_FIELDS)) and not config.allow_config_change:
+    raise ValueError("The work directory holds a run with a different config (" + "; ".join(other) +
                      "). Use another --workdir, or --config.allow_config_change=True to resume anyway.")
 
 
@@ -86,13 +99,11 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   _log_param_counts(config, state, workdir, lead)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
-  start = ckpt.latest_step()
-  if start is not None:
-    _check_resume_config(config, ckpt.saved_config(start))
-    state = ckpt.restore(start, state, train_iter)
-    logging.info("Resumed from %s at step %d.", ckpt.directory / str(start), start)
+  start = 0
+  restored = ckpt.restore_latest(state, train_iter, functools.partial(_check_resume_config, config))
+  if restored is not None:
+    start, state = restored
     print(f"Resumed from {ckpt.directory / str(start)} at step {start}.")
-  start = int(start or 0)
 
   train_step = jax.jit(steps.train_step_fn(config, nets, batch_sharding), in_shardings=(repl, batch_sharding),
                        out_shardings=(repl, repl), donate_argnums=0)
@@ -124,21 +135,47 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   if start == 0:
     writer.scalars(0, run_eval(0))
   pending, window_start = [], time.perf_counter()
-  for step in range(start + 1, total + 1):
-    batch = parallel.global_batch(next(train_iter), batch_sharding)
-    state, metrics = train_step(state, batch)
-    pending.append(metrics)
-    bar.update(1)
-    logs = {}
-    if is_due(step, config.log_every_steps, total) or is_due(step, config.checkpoint_every_steps, total):
-      logs.update(flush(step))
-    if is_due(step, config.eval_every_steps, total):
-      logs.update(run_eval(step))
-    if logs:
-      writer.scalars(step, logs)
-    if is_due(step, config.checkpoint_every_steps, total):
-      ckpt.save(step, state, train_iter, config)
-  bar.close()
-  ckpt.close()
-  writer.close()
+  try:
+    with _stop_requests() as stop:
+      for step in range(start + 1, total + 1):
+        batch = parallel.global_batch(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch)
+        pending.append(metrics)
+        bar.update(1)
+        stopping = bool(stop) and step < total  # preempted: checkpoint now, then return
+        logs = {}
+        if stopping or is_due(step, config.log_every_steps, total) or is_due(step, config.checkpoint_every_steps, total):
+          logs.update(flush(step))
+        if is_due(step, config.eval_every_steps, total):
+          logs.update(run_eval(step))
+        if logs:
+          writer.scalars(step, logs)
+        if stopping or is_due(step, config.checkpoint_every_steps, total):
+          ckpt.save(step, state, train_iter, config)
+        if stopping:
+          print(f"\nStopped by {stop[0]} after step {step}; checkpoint {ckpt.directory / str(step)} written."
+                " Run the same command again to resume.")
+          break
+  finally:  # also on errors: an asynchronous checkpoint save in flight completes
+    bar.close()
+    ckpt.close()
+    writer.close()
   return state
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Yields a list that receives the name of SIGTERM or SIGINT when one arrives (preemption,
+  Ctrl-C): the loop then finishes its step, checkpoints and returns. Handlers are restored after."""
+  received: list[str] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  handler = lambda signum, frame: received.append(signal.Signals(signum).name)
+  previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+

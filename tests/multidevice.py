@@ -2,7 +2,7 @@
 
 `python tests/multidevice.py compare MODEL STEPS OUT.npz` trains STEPS steps of a tiny MODEL
 on fixed random batches twice in one process, on a 1-device mesh and on a mesh of all devices,
-and saves both final states and metrics. `... train MODEL STEPS WORKDIR OUT.npz` runs
+and saves both final states and metrics. `... train MODEL STEPS WORKDIR OUT.npz [SEED]` runs
 train_and_evaluate (each process of a multi-process run calls it) and saves the final state.
 """
 
@@ -71,10 +71,11 @@ def flops_per_device(config, mesh) -> float:
   return float(step.lower(state, batch).compile().cost_analysis()["flops"])
 
 
-def train(model: str, num_steps: int, workdir: str, out: str) -> None:
+def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -> None:
   from gantx import train as train_lib
-  parallel.maybe_initialize_distributed(tiny_config(model, distributed=bool(os.environ.get("GANTX_DISTRIBUTED"))))
-  config = tiny_config(model, batch_size=4, num_train_steps=num_steps, eval_every_steps=0, checkpoint_every_steps=num_steps)
+  config = tiny_config(model, batch_size=4, num_train_steps=num_steps, eval_every_steps=0,
+                       checkpoint_every_steps=num_steps, seed=int(seed))
+  parallel.maybe_initialize_distributed(config)
   state = train_lib.train_and_evaluate(config, workdir)
   results = flat(state, "state")
   results["processes"] = np.array(jax.process_count())

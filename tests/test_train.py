@@ -81,8 +81,12 @@ def test_resume_refuses_a_different_model(tmp_path):
   config = tiny_config("pix2pix", num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0)
   train_lib.train_and_evaluate(config, tmp_path)
   config.ngf = 8
-  with pytest.raises(ValueError, match=r"ngf: saved 4, now 8.*allow_config_change"):
+  with pytest.raises(ValueError, match=r"another architecture \(ngf: saved 4, now 8\)"):
     train_lib.train_and_evaluate(config, tmp_path)
+  config.ngf, config.batch_size = 4, 4
+  with pytest.raises(ValueError, match=r"batch_size: saved 2, now 4.*allow_config_change"):
+    train_lib.train_and_evaluate(config, tmp_path)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # untouched
 
 
 def _train_cli(tmp_path, *overrides):

@@ -1,0 +1,83 @@
+"""Preemption, damaged checkpoints and seeds: a restart must be invisible in the results."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import pytest
+import numpy as np
+from conftest import REPO, tiny_config
+
+from gantx import train as train_lib
+
+
+def _arrays(state):
+  return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+          for x in jax.tree.leaves(state)]
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_exits_cleanly(tmp_path):
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "train.py", "--config", "configs/quickstart.py", "--workdir", str(workdir),
+         "--config.num_train_steps=100000", "--config.log_every_steps=2", "--config.eval_every_steps=0",
+         "--config.checkpoint_every_steps=100000", "--config.ngf=8", "--config.ndf=8"]
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(steps) == 1 and steps[0] >= 4
+  assert f"Stopped by SIGTERM after step {steps[0]}" in out and "Run the same command again to resume" in out
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+  config = tiny_config("pix2pix", num_train_steps=3, checkpoint_every_steps=1, eval_every_steps=0)
+  straight = train_lib.train_and_evaluate(config, tmp_path / "straight")
+  config.num_train_steps = 2
+  train_lib.train_and_evaluate(config, tmp_path / "damaged")
+  latest = tmp_path / "damaged" / "checkpoints" / "2"
+  largest = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])  # a write cut short
+  capsys.readouterr()
+  config.num_train_steps = 3
+  resumed = train_lib.train_and_evaluate(config, tmp_path / "damaged")
+  out = capsys.readouterr().out
+  assert f"Checkpoint {latest} cannot be read" in out
+  assert "Resumed from" in out and "at step 1." in out
+  assert (tmp_path / "damaged" / "checkpoints" / "2.unreadable").exists()  # kept, not deleted
+  for a, b in zip(_arrays(straight), _arrays(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _train_in_subprocess(tmp_path, name, seed):
+  out = tmp_path / f"{name}.npz"
+  proc = subprocess.run([sys.executable, "tests/multidevice.py", "train", "cycle_gan", "3", str(tmp_path / name),
+                         str(out), str(seed)], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return np.load(out)
+
+
+def test_same_seed_is_bitwise_identical_across_processes_and_another_seed_is_not(tmp_path):
+  a, b, c = (_train_in_subprocess(tmp_path, name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+  keys = [k for k in a.files if k.startswith("state")]
+  for k in keys:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert any(not np.array_equal(a[k], c[k]) for k in keys if "params" in k)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+  """One good step is checkpointed; resumed with lr 1e30, the next step's losses overflow."""
+  config = tiny_config("pix2pix", num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0)
+  train_lib.train_and_evaluate(config, tmp_path)
+  config.lr, config.num_train_steps = 1e30, 5
+  with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step 2 .* last good checkpoint"):
+    train_lib.train_and_evaluate(config, tmp_path)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
