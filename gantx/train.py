@@ -22,7 +22,6 @@ import time
 
 import jax
 import numpy as np
-from absl import logging
 from tqdm import tqdm
 
 from gantx import checkpointing, data, evaluate, models, parallel, schedules, state as state_lib, steps, writers
@@ -62,7 +61,6 @@ def _check_resume_config(config, saved: dict) -> None:
 def _log_param_counts(config, state, workdir: pathlib.Path, write: bool) -> dict[str, int]:
   counts = {name: models.count_params(p) for name, p in state.params.items()}
   for name, n in counts.items():
-    logging.info("[Network %s] Total number of parameters : %.3f M", name, n / 1e6)
     print(f"[Network {name}] Total number of parameters : {n / 1e6:.3f} M")
   if write:
     (workdir / "params.json").write_text(json.dumps(counts, indent=2))
@@ -90,7 +88,6 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
 
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   nets = state_lib.build_networks(config, spe)
   root = jax.random.key(config.seed)
   # Eager, then replicated: compiling init would cost ~15 s at full size for the same values.
@@ -104,6 +101,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   if restored is not None:
     start, state = restored
     print(f"Resumed from {ckpt.directory / str(start)} at step {start}.")
+  if lead:  # after the resume check: a refused config does not replace the run's record
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   train_step = jax.jit(steps.train_step_fn(config, nets, batch_sharding), in_shardings=(repl, batch_sharding),
                        out_shardings=(repl, repl), donate_argnums=0)

@@ -87,6 +87,7 @@ def test_resume_refuses_a_different_model(tmp_path):
   with pytest.raises(ValueError, match=r"batch_size: saved 2, now 4.*allow_config_change"):
     train_lib.train_and_evaluate(config, tmp_path)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]  # untouched
+  assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 2
 
 
 def _train_cli(tmp_path, *overrides):
