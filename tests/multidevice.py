@@ -73,8 +73,9 @@ def flops_per_device(config, mesh) -> float:
 
 def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -> None:
   from gantx import train as train_lib
+  every = int(os.environ.get("GANTX_CHECKPOINT_EVERY", num_steps))
   config = tiny_config(model, batch_size=4, num_train_steps=num_steps, eval_every_steps=0,
-                       checkpoint_every_steps=num_steps, seed=int(seed))
+                       checkpoint_every_steps=every, seed=int(seed))
   parallel.maybe_initialize_distributed(config)
   state = train_lib.train_and_evaluate(config, workdir)
   results = flat(state, "state")
