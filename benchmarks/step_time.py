@@ -43,6 +43,8 @@ import traceback
 import warnings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from torch_step import cpu_name  # noqa: E402  (torch-free; torch is imported inside its main)
 TORCH_SCRIPT = REPO / "benchmarks" / "torch_step.py"
 # torch_step.py always builds the official networks at these widths, with netG unet_256.
 TORCH_NGF = TORCH_NDF = 64
@@ -98,17 +100,6 @@ def _parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- machine / memory
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _cpu_flags() -> list[str]:
@@ -556,7 +547,7 @@ def main(argv=None) -> int:
       "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "size", "ngf", "ndf", "warmup", "steps",
                                                  "seed", "quick", "threads", "torch_python", "torch_size",
                                                  "no_torch")},
-      "machine": {"cpu": _cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
+      "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
                   "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),
                   "loadavg_start": load_start, "loadavg_after_jax": load_after_jax, "loadavg_end": _loadavg(),
                   "platform": platform.platform()},

@@ -35,7 +35,8 @@ def _parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model (also used by step_time.py, which imports this torch-free helper)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -123,7 +124,7 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(),
         "warmup": args.warmup,
         "steps": args.steps,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "results": results,
