@@ -90,6 +90,8 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.direction = "AtoB"
   c.load_size = 286
   c.crop_size = 256
+  # Rectangular crops: crop_size is then the height and crop_width the width (0: square crops).
+  c.crop_width = 0
   c.preprocess = "resize_and_crop"
   c.no_flip = False
   c.serial_batches = False
@@ -107,6 +109,10 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.data.num_test = 32
   # Data loader worker processes (0: load in the main process).
   c.data.num_workers = 0
+  # Before training, decode every image of the data set once and list all bad files in one error.
+  c.data.check_images = True
+  # Leave bad files out (their count and names are logged) instead of stopping.
+  c.data.skip_bad_images = False
 
   # --- Loop cadence (in optimizer steps) and outputs ---
   c.log_every_steps = 50
@@ -163,6 +169,11 @@ def resnet_blocks(netG: str) -> int | None:
   return int(m.group(1)) if m else None
 
 
+def crop_hw(config) -> tuple[int, int]:
+  """(height, width) of training crops: crop_size x crop_size, or crop_size x crop_width."""
+  return config.crop_size, config.crop_width or config.crop_size
+
+
 def _one_of(config, field, allowed):
   value = config[field] if "." not in field else config.data[field.split(".")[1]]
   if value not in allowed:
@@ -187,6 +198,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "ngf", "ndf", "input_nc", "output_nc", "crop_size", "load_size"):
     if config[field] < 1:
       raise ValueError(f"config.{field}={config[field]} must be at least 1.")
+  if config.crop_width < 0:
+    raise ValueError(f"config.crop_width={config.crop_width} must be >= 0 (0: square crops).")
   if config.n_epochs < 0 or config.n_epochs_decay < 0:
     raise ValueError("config.n_epochs and config.n_epochs_decay must be >= 0.")
   if config.model == "cycle_gan" and config.lambda_identity > 0 and config.input_nc != config.output_nc:

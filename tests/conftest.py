@@ -47,3 +47,24 @@ def tiny_config(model: str = "pix2pix", **overrides):
 @pytest.fixture
 def make_config():
   return tiny_config
+
+
+# PyTorch reference tests run torch in a side interpreter: the CPU wheel of torch 2.13.0 on this
+# platform is for Python 3.11 (a Python 3.12 `pip install torch` pulls a multi-GB CUDA build), and
+# gantx itself reads .pth files without torch. The README's test command creates .venv-torch.
+TORCH_SETUP = "python3.11 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0 numpy"
+
+
+def torch_python_path() -> str | None:
+  """The interpreter with torch: $GANTX_TORCH_PYTHON, else <repo>/.venv-torch/bin/python; None if absent."""
+  path = os.environ.get("GANTX_TORCH_PYTHON") or os.path.join(REPO, ".venv-torch", "bin", "python")
+  return path if os.path.exists(path) else None
+
+
+@pytest.fixture(scope="session")
+def torch_python():
+  """Path of a Python that imports torch; skips (with the setup command) when there is none."""
+  path = torch_python_path()
+  if path is None:
+    pytest.skip(f"PyTorch reference test: no Python with torch (set GANTX_TORCH_PYTHON or run `{TORCH_SETUP}`).")
+  return path
