@@ -29,25 +29,39 @@ class Checkpointer:
   def __init__(self, directory: str | pathlib.Path, max_to_keep: int):
     self.directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_handlers=dict(state=ocp.StandardCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
+                           config=ocp.JsonCheckpointHandler()))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator, config) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, config) -> None:
+    """Saves (state, data position, config) as step `step`. `data_iter=None` saves no data position
+    (an imported model): a run resumed from it starts its data stream at the beginning."""
+    items = dict(state=ocp.args.StandardSave(state),
+                 config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, step: int, like_state: Any, data_iter: grain.DatasetIterator) -> Any:
-    """Restores step `step` into the structure, shapes and shardings of `like_state`; moves
-    `data_iter` to the saved position. Returns the restored state."""
+  def restore(self, step: int, like_state: Any, data_iter: grain.DatasetIterator | None) -> Any:
+    """Restores step `step` into the structure, shapes and shardings of `like_state` (arrays or
+    jax.ShapeDtypeStructs with shardings); moves `data_iter`, if given, to the saved position.
+    Returns the restored state."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        data=grain.checkpoint.CheckpointRestore(data_iter)))
-    return restored["state"]
+    items = dict(state=ocp.args.StandardRestore(abstract))
+    if data_iter is not None and (self.directory / str(step) / "data").exists():
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+  def restore_arrays(self, step: int) -> dict:
+    """The state of step `step` as nested dicts of arrays on one device, whatever the model and
+    its image size (shapes come from the checkpoint's metadata): for inference and inspection."""
+    meta = self._manager.item_metadata(step)["state"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
   def restore_latest(self, like_state: Any, data_iter: grain.DatasetIterator,
                      check_config: Callable[[dict], None]) -> tuple[int, Any] | None:

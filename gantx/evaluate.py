@@ -15,6 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from gantx import data
 from gantx.state import Networks, TrainState
@@ -22,9 +23,12 @@ from gantx.state import Networks, TrainState
 Array = jax.Array
 
 
-def make_translator(config, nets: Networks, name: str) -> Callable[[dict, dict, Array, Array], Array]:
-  """A jitted fn(params, batch_stats, images (N, H, W, C), key) -> translated (N, H, W, C')."""
-  module = nets.modules[name]
+def make_translator(module: nn.Module, eval_mode: bool) -> Callable[[dict, dict, Array, Array], Array]:
+  """A jitted fn(params, batch_stats, images (N, H, W, C), keys (N,)) -> translated (N, H, W, C').
+
+  eval_mode=False (the official default): each image runs alone in train mode (batch norm with
+  its own statistics, dropout from its key), so results do not depend on how images are batched.
+  eval_mode=True (official --eval): running averages, no dropout."""
 
   def one(params, stats, image, key):
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
@@ -33,11 +37,10 @@ def make_translator(config, nets: Networks, name: str) -> Callable[[dict, dict, 
     return (out[0] if stats else out)[0]
 
   @jax.jit
-  def translate(params, stats, images, key):
-    if config.eval:
+  def translate(params, stats, images, keys):
+    if eval_mode:
       variables = {"params": params, **({"batch_stats": stats} if stats else {})}
       return module.apply(variables, images, train=False)
-    keys = jax.random.split(key, images.shape[0])
     return jax.vmap(one, in_axes=(None, None, 0, 0))(params, stats, images, keys)
 
   return translate
@@ -79,7 +82,8 @@ def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.n
   for i, (name, src, dst) in enumerate(directions(config)):
     params = jax.device_get(state.params[name])
     stats = jax.device_get(state.batch_stats.get(name, {}))
-    out = np.asarray(translators[name](params, stats, jnp.asarray(eval_set[src]), jax.random.fold_in(key, i)))
+    out = np.asarray(translators[name](params, stats, jnp.asarray(eval_set[src]),
+                                         jax.random.split(jax.random.fold_in(key, i), len(eval_set[src]))))
     if bool(eval_set["aligned"]):
       metrics[f"L1_{name}"] = float(np.mean(np.abs(out - eval_set[dst])))
     if _targets_labels(config, dst) and out.shape[-1] == 3:

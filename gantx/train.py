@@ -106,7 +106,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
 
   train_step = jax.jit(steps.train_step_fn(config, nets, batch_sharding), in_shardings=(repl, batch_sharding),
                        out_shardings=(repl, repl), donate_argnums=0)
-  translators = {name: evaluate.make_translator(config, nets, name) for name, _, _ in evaluate.directions(config)}
+  translators = {name: evaluate.make_translator(nets.modules[name], config.eval)
+                 for name, _, _ in evaluate.directions(config)}
   eval_key = jax.random.fold_in(root, 1)  # the same dropout masks at every evaluation
   writer = writers.Writer(workdir, enabled=lead)
 
