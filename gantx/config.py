@@ -122,6 +122,9 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.max_checkpoints_to_keep = 3
   # Number of test pairs used for the held-out L1 and the sample grids.
   c.num_eval_images = 8
+  # Path of pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth): with it, every
+  # evaluation also reports FID and KID of each generator's outputs (nothing is downloaded).
+  c.fid_weights = ""
   # Test-time mode (official --eval): False runs G as in the paper (dropout on, batch norm with
   # the statistics of each image); True uses the running averages and no dropout.
   c.eval = False

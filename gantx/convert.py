@@ -278,3 +278,93 @@ def load_pth(path: str, module: Any, channels: int) -> dict[str, Any]:
 def save_pth(variables: Mapping[str, Any], module: Any, path: str) -> None:
   """Writes `to_torch(variables, module)` as a `.pth` file that the official code loads."""
   pth.save(to_torch(variables, module), path)
+
+
+# ------------------------------------------------------------------------ work directories
+
+
+def _check_fits(config, name: str, detected: Mapping[str, Any], path: str) -> None:
+  """ValueError naming the config field that disagrees with what the file holds."""
+  from gantx import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  expected_kind = name[0]
+  if detected["kind"] != expected_kind:
+    raise ConversionError(f"{path} holds a {'generator' if detected['kind'] == 'G' else 'discriminator'},"
+                          f" but {name} is a {'generator' if expected_kind == 'G' else 'discriminator'}.")
+  wanted = dict(detected)
+  wanted.pop("kind")
+  channels = wanted.pop("input_nc")
+  out_nc = wanted.pop("output_nc", None)
+  if channels != state_lib.input_channels(config, name):
+    raise ConversionError(f"{path} reads {channels}-channel images; {name} of this config reads"
+                          f" {state_lib.input_channels(config, name)} (config.input_nc / output_nc).")
+  if out_nc is not None and out_nc != (config.input_nc if name == "G_B" else config.output_nc):
+    raise ConversionError(f"{path} writes {out_nc}-channel images; {name} of this config writes another count.")
+  for field, value in wanted.items():
+    if field == "n_layers_D" and config.netD == "basic" and value == 3:
+      continue
+    if config[field] != value:
+      raise ConversionError(f"{path} holds {name} with {field}={value!r}, but config.{field}={config[field]!r}:"
+                            f" use --config.{field}={value}.")
+
+
+def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
+  """Makes `workdir` a gantx run at step 0 whose networks `files` (net name -> official .pth,
+  e.g. {'G': 'latest_net_G.pth', 'D': 'latest_net_D.pth'}) come from PyTorch; the other networks
+  are initialised as usual and Adam starts fresh. train.py, translate and evaluate then use it
+  like any run (training from it fine-tunes; its data stream starts at the beginning)."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  from gantx import checkpointing, config as config_lib, state as state_lib  # pylint: disable=g-import-not-at-top
+
+  config_lib.validate(config)
+  nets = state_lib.build_networks(config, 1)
+  unknown = sorted(set(files) - set(nets.modules))
+  if unknown:
+    raise ValueError(f"{config.model} has networks {', '.join(nets.modules)}; not {', '.join(unknown)}.")
+  workdir = pathlib.Path(workdir)
+  if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
+    raise FileExistsError(f"{workdir} already holds checkpoints; import into a new work directory.")
+  state = state_lib.init_state(config, nets, jax.random.fold_in(jax.random.key(config.seed), 0),
+                               config_lib.crop_hw(config))
+  params, stats = dict(state.params), dict(state.batch_stats)
+  for name, path in files.items():
+    state_dict = pth.load(path)
+    _check_fits(config, name, detect(state_dict), str(path))
+    variables = from_torch(state_dict, nets.modules[name], state_lib.input_channels(config, name), name=str(path))
+    params[name], stats[name] = variables["params"], variables["batch_stats"]
+  opt_state = {"G": nets.tx.init({n: params[n] for n in nets.generators}),
+               "D": nets.tx.init({n: params[n] for n in nets.discriminators})}
+  state = state.replace(params=params, batch_stats=stats, opt_state=opt_state)
+  workdir.mkdir(parents=True, exist_ok=True)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
+  try:
+    ckpt.save(0, state, None, config)
+  finally:
+    ckpt.close()
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+
+def export_run(workdir: str, output: str, step: int | None = None, prefix: str = "latest") -> list[str]:
+  """Writes every network of a run as `<output>/<prefix>_net_<name>.pth` (the official file names,
+  loadable by the official code's --epoch <prefix>). Returns the paths."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  from gantx import checkpointing, state as state_lib, translate  # pylint: disable=g-import-not-at-top
+
+  config = translate.run_config(workdir)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
+    state = ckpt.restore_arrays(step)
+  finally:
+    ckpt.close()
+  os.makedirs(output, exist_ok=True)
+  paths = []
+  for name, module in state_lib.build_networks(config, 1).modules.items():
+    path = os.path.join(output, f"{prefix}_net_{name}.pth")
+    save_pth({"params": state["params"][name], "batch_stats": state["batch_stats"].get(name, {})}, module, path)
+    paths.append(path)
+  return paths

@@ -9,16 +9,18 @@ averages and dropout is off. Neither mode changes the saved batch statistics.
 
 from __future__ import annotations
 
-import functools
+import json
+import pathlib
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from PIL import Image
 
 from gantx import data
-from gantx.state import Networks, TrainState
+from gantx import metrics as metrics_lib
 
 Array = jax.Array
 
@@ -66,13 +68,20 @@ def _targets_labels(config, target_key: str) -> bool:
   return config.data.source == "builtin" and (target_key == "A") == (config.direction == "AtoB")
 
 
-def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.ndarray],
-             translators: dict[str, Callable], key: Array) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.ndarray],
+             translators: dict[str, Callable], key: Array, fid_variables: dict | None = None,
+             ) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
   """Translates the eval set with every generator.
 
+  Args:
+    params, batch_stats: net name -> variables (a TrainState's fields, or a restored checkpoint's).
+    translators: generator name -> `make_translator(...)`.
+    key: dropout key (official test-time mode); generator i uses fold_in(key, i).
+    fid_variables: FID Inception variables (`inception.load_pt_inception`); None skips FID and KID.
   Returns (metrics, columns). metrics has, for each generator G:
-  - `L1_<G>`: mean |G(x) - target| in [-1, 1] units, when the eval set is aligned (targets
-    are the true translations);
+  - `L1_<G>`, `PSNR_<G>`, `SSIM_<G>` (means over images; `gantx.metrics`): when the eval set is
+    aligned (targets are the true translations);
+  - `FID_<G>`, `KID_<G>`: outputs against the target domain's images, with fid_variables;
   - `class_acc_<G>`: on built-in data, for the generator that draws label maps, the
     per-class accuracy of its output read as labels (nearest palette colour), as the papers'
     photo -> labels FCN score. A uniform or majority-class output scores about 1/6.
@@ -80,15 +89,73 @@ def evaluate(config, nets: Networks, state: TrainState, eval_set: dict[str, np.n
   """
   metrics, columns = {}, {}
   for i, (name, src, dst) in enumerate(directions(config)):
-    params = jax.device_get(state.params[name])
-    stats = jax.device_get(state.batch_stats.get(name, {}))
-    out = np.asarray(translators[name](params, stats, jnp.asarray(eval_set[src]),
-                                         jax.random.split(jax.random.fold_in(key, i), len(eval_set[src]))))
-    if bool(eval_set["aligned"]):
-      metrics[f"L1_{name}"] = float(np.mean(np.abs(out - eval_set[dst])))
+    n = len(eval_set[src])
+    keys = jax.random.split(jax.random.fold_in(key, i), n)
+    out = np.asarray(translators[name](jax.device_get(params[name]), jax.device_get(batch_stats.get(name, {})),
+                                       jnp.asarray(eval_set[src]), keys))
+    target = eval_set[dst]
+    if bool(eval_set["aligned"]) and n:
+      metrics[f"L1_{name}"] = float(np.mean(metrics_lib.l1(out, target)))
+      metrics[f"PSNR_{name}"] = float(np.mean(np.minimum(metrics_lib.psnr(out, target), 100.0)))
+      if min(out.shape[1:3]) >= 11:
+        metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
+    if fid_variables is not None and n >= 2:
+      fake, real = (metrics_lib.inception_features(fid_variables, x) for x in (out, target))
+      metrics[f"FID_{name}"] = metrics_lib.fid(fake, real)
+      metrics[f"KID_{name}"] = metrics_lib.kid(fake, real)[0]
     if _targets_labels(config, dst) and out.shape[-1] == 3:
       pred = data.labels_from_palette(data.to_uint8(out))
-      truth = data.labels_from_palette(data.to_uint8(eval_set[dst]))
+      truth = data.labels_from_palette(data.to_uint8(target))
       metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(data.LABEL_PALETTE))
-    columns[name] = [eval_set[src], out, eval_set[dst]]
+    columns[name] = [eval_set[src], out, target]
   return metrics, columns
+
+
+def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None = None, *, step: int | None = None,
+                 num_test: int = 50, fid_weights: str | None = None, eval_mode: bool | None = None) -> dict[str, float]:
+  """Evaluates a run's checkpoint on the first `num_test` test images (official --num_test 50).
+
+  Writes `<output>/metrics.json` and `<output>/index.html` with images/<i>_real_A.png,
+  <i>_fake_B.png, <i>_real_B.png (and the B->A ones for CycleGAN), as the official test.py.
+  `output` defaults to `<workdir>/eval/<step>`. Returns the metrics.
+  """
+  from gantx import checkpointing, inception, state as state_lib, translate, writers  # pylint: disable=g-import-not-at-top
+
+  config = translate.run_config(workdir)
+  if eval_mode is not None:
+    config.eval = eval_mode
+  config.num_eval_images = num_test
+  fid_variables = inception.load_pt_inception(fid_weights) if fid_weights else None
+  eval_set = data.make_eval_set(config)
+  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: nothing to evaluate.")
+    state = ckpt.restore_arrays(step)
+  finally:
+    ckpt.close()
+  nets = state_lib.build_networks(config, 1)
+  translators = {name: make_translator(nets.modules[name], config.eval) for name, _, _ in directions(config)}
+  key = jax.random.fold_in(jax.random.key(config.seed), 1)  # the training loop's eval key
+  metrics, columns = evaluate(config, state["params"], state["batch_stats"], eval_set, translators, key, fid_variables)
+  metrics = {"step": step, "num_test": len(eval_set["A"]), "eval": bool(config.eval), **metrics}
+
+  output = pathlib.Path(output) if output is not None else pathlib.Path(workdir) / "eval" / str(step)
+  (output / "images").mkdir(parents=True, exist_ok=True)
+  (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+  rows, header = [], []
+  for name, src, dst in directions(config):
+    header = [f"real_{src}", f"fake_{dst}", f"real_{dst}"]
+    for i in range(len(eval_set[src])):
+      cells = []
+      for label, images in zip(header, columns[name]):
+        rel = f"images/{i:04d}_{label}.png"
+        x = data.to_uint8(images[i])
+        Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(output / rel)
+        cells.append(rel)
+      rows.append((f"{i:04d} {name}", cells))
+  summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+  writers.html_table(output / "index.html", f"{pathlib.Path(workdir).name} step {step}: {summary}",
+                     ["input", "output", "target"], rows)
+  return metrics

@@ -5,7 +5,8 @@ Work directory layout:
   params.json         parameter count of every network
   metrics.jsonl       one JSON object per log step (losses, lr, images/s, held-out L1)
   tb/                 TensorBoard events
-  samples/*.png       grids input | output | target on the eval set
+  samples/*.png       grids input | output | target on the eval set; samples/index.html shows them all
+  losses.png          every logged scalar against the step (written when the loop ends or stops)
   checkpoints/<step>/ orbax checkpoints (state, data iterator, config); a run resumes from the latest
 """
 
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gantx import checkpointing, data, evaluate, models, parallel, schedules, state as state_lib, steps, writers
+from gantx import checkpointing, data, evaluate, inception, models, parallel, schedules, state as state_lib, steps, writers
 from gantx import config as config_lib
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be loaded under other values.
@@ -109,10 +110,12 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   translators = {name: evaluate.make_translator(nets.modules[name], config.eval)
                  for name, _, _ in evaluate.directions(config)}
   eval_key = jax.random.fold_in(root, 1)  # the same dropout masks at every evaluation
+  fid_variables = inception.load_pt_inception(config.fid_weights) if config.fid_weights else None
   writer = writers.Writer(workdir, enabled=lead)
 
   def run_eval(step: int) -> dict[str, float]:
-    metrics, columns = evaluate.evaluate(config, nets, state, eval_set, translators, eval_key)
+    metrics, columns = evaluate.evaluate(config, state.params, state.batch_stats, eval_set, translators, eval_key,
+                                         fid_variables)
     for name, cols in columns.items():
       writer.image(step, name, writers.image_grid(cols))
     return metrics
@@ -156,6 +159,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
           print(f"\nStopped by {stop[0]} after step {step}; checkpoint {ckpt.directory / str(step)} written."
                 " Run the same command again to resume.")
           break
+    writer.loss_curves()
   finally:  # also on errors: an asynchronous checkpoint save in flight completes
     bar.close()
     ckpt.close()

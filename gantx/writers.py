@@ -1,4 +1,4 @@
-"""Run outputs: metrics as JSON lines and TensorBoard events, image grids as PNG.
+"""Run outputs: metrics as JSON lines and TensorBoard events, image grids as PNG, HTML pages.
 
 Only process 0 writes (a writer built with `enabled=False` does nothing), so a multi-host
 run produces one set of files. TensorBoard events come from tensorboardX: no TensorFlow.
@@ -6,6 +6,7 @@ run produces one set of files. TensorBoard events come from tensorboardX: no Ten
 
 from __future__ import annotations
 
+import html
 import json
 import pathlib
 
@@ -26,6 +27,22 @@ def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       grid[y:y + h, x:x + w] = col[i]
   return grid
+
+
+def html_table(path: str | pathlib.Path, title: str, columns: list[str],
+               rows: list[tuple[str, list[str]]], refresh_s: int = 0) -> None:
+  """Writes an HTML page like the official results/web pages: one row per entry (its name, then
+  one image per column); image paths are relative to the page. `refresh_s` > 0 reloads it."""
+  esc = html.escape
+  head = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+  lines = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}<title>{esc(title)}</title></head><body>",
+           f"<h2>{esc(title)}</h2><table border='1' style='border-collapse:collapse'>",
+           "<tr><th>name</th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"]
+  for name, images in rows:
+    cells = "".join(f"<td><a href='{esc(i)}'><img src='{esc(i)}' style='max-width:256px'></a></td>" for i in images)
+    lines.append(f"<tr><td>{esc(name)}</td>{cells}</tr>")
+  lines.append("</table></body></html>")
+  pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 
 class Writer:
@@ -49,12 +66,55 @@ class Writer:
       self._tb.add_scalar(k, float(v), step)
 
   def image(self, step: int, name: str, grid: np.ndarray) -> pathlib.Path | None:
-    """Saves `samples/<name>_<step>.png` and logs it to TensorBoard."""
+    """Saves `samples/<name>_<step>.png`, logs it to TensorBoard and adds it to the training
+    gallery `samples/index.html` (newest first, like the official web/index.html)."""
     if not self.enabled:
       return None
     path = self.workdir / "samples" / f"{name}_{step:07d}.png"
     Image.fromarray(grid).save(path)
     self._tb.add_image(name, grid, step, dataformats="HWC")
+    self._gallery()
+    return path
+
+  def _gallery(self) -> None:
+    by_step: dict[str, dict[str, str]] = {}
+    for png in (self.workdir / "samples").glob("*_*.png"):
+      name, step = png.stem.rsplit("_", 1)
+      by_step.setdefault(step, {})[name] = png.name
+    names = sorted({n for row in by_step.values() for n in row})
+    rows = [(f"step {int(step)}", [by_step[step].get(n, "") for n in names]) for step in sorted(by_step, reverse=True)]
+    html_table(self.workdir / "samples" / "index.html", f"{self.workdir.name}: input | output | target",
+               names, rows, refresh_s=60)
+
+  def loss_curves(self) -> pathlib.Path | None:
+    """Plots every scalar of metrics.jsonl against the step into `losses.png`."""
+    if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
+      return None
+    import matplotlib  # pylint: disable=g-import-not-at-top  (only for this plot)
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for line in (self.workdir / "metrics.jsonl").read_text().splitlines():
+      record = json.loads(line)
+      for k, v in record.items():
+        if k != "step":
+          series.setdefault(k, []).append((record["step"], v))
+    names = sorted(series)
+    cols = 3
+    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(4 * cols, 2.6 * ((len(names) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, names):
+      steps, values = zip(*sorted(series[name]))
+      ax.plot(steps, values)
+      ax.set_title(name, fontsize=9)
+      ax.set_xlabel("step", fontsize=8)
+    for ax in axes.flat[len(names):]:
+      ax.axis("off")
+    fig.tight_layout()
+    path = self.workdir / "losses.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
     return path
 
   def close(self) -> None:

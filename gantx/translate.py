@@ -1,0 +1,172 @@
+"""Translating images with a trained generator: from a gantx run or an official `.pth` file.
+
+    python -m gantx translate --workdir runs/facades --input photos/ --output out/
+    python -m gantx translate --pth latest_net_G.pth --input photo.jpg --output out/
+
+Writes `out/images/<name>_real.png` and `<name>_fake.png` for every input image (the official
+test.py names for a model without targets) and `out/index.html`, a table of both.
+
+Sizes: each image gets the official test-time transform of the run's `preprocess` (test.py
+sets load_size = crop_size and turns flips off): 'resize_and_crop' resizes to crop_size x
+crop_size; 'scale_width' and 'none' keep the aspect ratio and round height and width to the
+multiple the generator needs (`gantx.data.load_image` documents the exact rule). Output images
+have the size the generator saw.
+
+Test-time mode: as the paper and the official default, each image runs alone with dropout on
+and batch norm on its own statistics; `eval=True` (official --eval) uses the running averages
+and no dropout. Results do not depend on the batch size in either mode.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+from PIL import Image
+from tqdm import tqdm
+
+from gantx import checkpointing, convert, data, evaluate, models, pth, writers
+from gantx import config as config_lib
+
+
+class Generator(NamedTuple):
+  """A generator ready to run: module, variables and the config it was trained with."""
+  name: str  # 'G', 'G_A', 'G_B', or the .pth path
+  module: nn.Module
+  variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}
+  config: ml_collections.ConfigDict
+  input_nc: int
+  output_nc: int
+
+
+def generator_name(config, direction: str) -> str:
+  """The generator that translates `direction` ('AtoB' or 'BtoA') of the run's data."""
+  if direction not in config_lib.DIRECTIONS:
+    raise ValueError(f"direction={direction!r} is not one of {', '.join(config_lib.DIRECTIONS)}.")
+  if config.model == "pix2pix":
+    if direction != "AtoB":
+      raise ValueError(f"A pix2pix run has one generator, trained for its config.direction={config.direction!r}"
+                       " (A is its input); only direction AtoB is available.")
+    return "G"
+  return "G_A" if direction == "AtoB" else "G_B"
+
+
+def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The resolved config a run wrote to `<workdir>/config.json`."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a gantx work directory (train.py writes one).")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int | None = None) -> Generator:
+  """The generator of a run at checkpoint `step` (default the latest), read from its checkpoint."""
+  config = run_config(workdir)
+  name = generator_name(config, direction)
+  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
+    state = ckpt.restore_arrays(step)
+  finally:
+    ckpt.close()
+  a_nc, b_nc = config.input_nc, config.output_nc
+  in_nc, out_nc = (b_nc, a_nc) if name == "G_B" else (a_nc, b_nc)
+  module = models.define_G(config, in_nc, out_nc)
+  variables = {"params": state["params"][name], "batch_stats": state["batch_stats"].get(name, {})}
+  return Generator(name, module, variables, config, in_nc, out_nc)
+
+
+def from_pth(path: str | pathlib.Path, config: ml_collections.ConfigDict | None = None) -> Generator:
+  """An official generator `.pth` (e.g. `latest_net_G.pth` of a pretrained model).
+
+  The architecture comes from the file's keys; `config` (default: the base config of the model
+  that uses this generator) supplies what they do not say: a U-Net's dropout, the preprocessing
+  and the test-time mode."""
+  state_dict = pth.load(path)
+  detected = convert.detect(state_dict)
+  if detected["kind"] != "G":
+    raise convert.ConversionError(f"{path} holds a discriminator ({detected['netD']}), not a generator.")
+  module, channels = convert.network(detected, config)
+  variables = convert.from_torch(state_dict, module, channels, name=str(path))
+  if config is None:
+    config = config_lib.base_config("pix2pix" if detected["netG"].startswith("unet") else "cycle_gan")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field in ("netG", "ngf", "norm", "input_nc", "output_nc", "no_dropout"):
+      if field in detected:
+        config[field] = detected[field]
+    if config.preprocess == "resize_and_crop":
+      config.crop_size = max(config.crop_size, models.size_multiple(config.netG))
+  return Generator(str(path), module, variables, config, detected["input_nc"], detected["output_nc"])
+
+
+def _out_name(path: str, root: pathlib.Path, used: set[str]) -> str:
+  """The image's path below the input folder, with '/' -> '_' (official: the file's basename)."""
+  rel = pathlib.Path(path).relative_to(root) if root.is_dir() else pathlib.Path(path).name
+  name = str(pathlib.Path(rel).with_suffix("")).replace("/", "_")
+  base, i = name, 1
+  while name in used:
+    name, i = f"{base}_{i}", i + 1
+  used.add(name)
+  return name
+
+
+def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.Path, *, batch_size: int = 8,
+              eval_mode: bool | None = None, seed: int | None = None, progress: bool = True) -> list[dict[str, str]]:
+  """Translates an image file, or every image under a folder, into `output` (see the module doc).
+
+  Args:
+    gen: the generator (`from_workdir` or `from_pth`).
+    inputs: an image file or a folder (searched recursively; official extensions).
+    output: the output folder (created); receives images/ and index.html.
+    batch_size: images per forward pass (memory only: results do not depend on it).
+    eval_mode: None: the run's config.eval; else True/False as documented above.
+    seed: the dropout key's seed (default the run's config.seed).
+  Returns:
+    One dict per image: name, input (the source path), real and fake (paths under output).
+  """
+  config = gen.config
+  inputs, output = pathlib.Path(inputs), pathlib.Path(output)
+  if not inputs.exists():
+    raise FileNotFoundError(f"Input {inputs} does not exist.")
+  paths = data.single_folder(inputs, config) if inputs.is_dir() else (str(inputs),)
+  eval_mode = config.eval if eval_mode is None else eval_mode
+  run = evaluate.make_translator(gen.module, eval_mode)
+  params, stats = gen.variables["params"], gen.variables.get("batch_stats", {})
+  key = jax.random.key(config.seed if seed is None else seed)
+  (output / "images").mkdir(parents=True, exist_ok=True)
+  used: set[str] = set()
+  rows = []
+  for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
+    chunk = paths[start:start + batch_size]
+    images = [data.load_image(p, config, gen.input_nc) for p in chunk]
+    models.check_image_size(config, *images[0].shape[:2])
+    for shape in dict.fromkeys(im.shape for im in images):  # one forward per distinct size
+      idx = [i for i, im in enumerate(images) if im.shape == shape]
+      batch = jnp.asarray(np.stack([images[i] for i in idx]))
+      keys = jnp.stack([jax.random.fold_in(key, start + i) for i in idx])  # per image: batching-invariant
+      out = np.asarray(run(params, stats, batch, keys))
+      for j, i in enumerate(idx):
+        name = _out_name(chunk[i], inputs, used)
+        row = {"name": name, "input": chunk[i], "real": f"images/{name}_real.png", "fake": f"images/{name}_fake.png"}
+        _save_png(images[i], output / row["real"])
+        _save_png(out[j], output / row["fake"])
+        rows.append(row)
+  rows.sort(key=lambda r: paths.index(r["input"]))
+  writers.html_table(output / "index.html", f"{gen.name}: {len(rows)} images",
+                     ["real", "fake"], [(r["name"], [r["real"], r["fake"]]) for r in rows])
+  return rows
+
+
+def _save_png(image: np.ndarray, path: pathlib.Path) -> None:
+  """Saves an (H, W, 1 or 3) image in [-1, 1] as an 8-bit PNG."""
+  x = data.to_uint8(image)
+  Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(path)
