@@ -90,9 +90,8 @@ class Writer:
     """Plots every scalar of metrics.jsonl against the step into `losses.png`."""
     if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
       return None
-    import matplotlib  # pylint: disable=g-import-not-at-top  (only for this plot)
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+    # A bare Figure (no pyplot): no GUI backend, and a notebook's inline backend is left alone.
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (only for this plot)
 
     series: dict[str, list[tuple[int, float]]] = {}
     for line in (self.workdir / "metrics.jsonl").read_text().splitlines():
@@ -102,8 +101,9 @@ class Writer:
           series.setdefault(k, []).append((record["step"], v))
     names = sorted(series)
     cols = 3
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(4 * cols, 2.6 * ((len(names) + cols - 1) // cols)),
-                             squeeze=False)
+    rows = (len(names) + cols - 1) // cols
+    fig = Figure(figsize=(4 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
       steps, values = zip(*sorted(series[name]))
       ax.plot(steps, values)
@@ -114,7 +114,6 @@ class Writer:
     fig.tight_layout()
     path = self.workdir / "losses.png"
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
   def close(self) -> None:

@@ -38,7 +38,11 @@ def test_pix2pix_learns_and_writes_its_outputs(tmp_path):
   assert len(held_out) == 2  # before training and at the end
   assert held_out[-1] < 0.6 * held_out[0], held_out  # the untrained net is far worse on held-out pairs
   assert {"G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_s"} <= set(rows[-1])
-  assert sorted(os.listdir(tmp_path / "samples")) == ["G_0000000.png", "G_0000150.png"]
+  assert {"L1_G", "PSNR_G", "SSIM_G"} <= set(rows[-1])
+  assert sorted(os.listdir(tmp_path / "samples")) == ["G_0000000.png", "G_0000150.png", "index.html"]
+  gallery = (tmp_path / "samples" / "index.html").read_text()
+  assert gallery.index("G_0000150.png") < gallery.index("G_0000000.png")  # newest first
+  assert (tmp_path / "losses.png").stat().st_size > 1000
   assert os.listdir(tmp_path / "checkpoints") == ["150"]
   counts = json.loads((tmp_path / "params.json").read_text())
   assert set(counts) == {"G", "D"} and all(n > 0 for n in counts.values())
