@@ -128,6 +128,9 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   # Test-time mode (official --eval): False runs G as in the paper (dropout on, batch norm with
   # the statistics of each image); True uses the running averages and no dropout.
   c.eval = False
+  # Persistent XLA compilation cache: a second run of the same shapes starts without compiling
+  # ("" turns it off; $JAX_COMPILATION_CACHE_DIR, when set, takes precedence).
+  c.compilation_cache_dir = "~/.cache/gantx/xla"
   # Start multi-process JAX (jax.distributed.initialize) even without a launcher's variables.
   c.distributed = False
   # On resume, accept a config that differs from the saved one in a field that matters.

@@ -68,9 +68,18 @@ def _log_param_counts(config, state, workdir: pathlib.Path, write: bool) -> dict
   return counts
 
 
+def use_compilation_cache(config) -> None:
+  """Points JAX's persistent compilation cache at config.compilation_cache_dir, unless one is
+  already set ($JAX_COMPILATION_CACHE_DIR) or the field is empty. Must run before the first compile."""
+  if config.compilation_cache_dir and jax.config.jax_compilation_cache_dir is None:
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(config.compilation_cache_dir).expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # init compiles ~400 tiny eager ops
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainState:
   """Trains `config.model` for the configured steps, writing everything under `workdir`."""
   config_lib.validate(config)
+  use_compilation_cache(config)
   workdir = pathlib.Path(workdir)
   lead = jax.process_index() == 0
   models.check_image_size(config, config.crop_size, config.crop_size)
