@@ -18,7 +18,7 @@ Sources (`config.data.source`):
              `render(label_map)` is the exact label -> photo mapping.
   'folder'   `<data.root>/<data.name>/`: train/ val/ test/ of A|B images (pix2pix, 'aligned'), or
              trainA/ trainB/ testA/ testB/ (cycle_gan, 'unaligned'). Files: jpg, jpeg, png, ppm,
-             bmp, tif, tiff in any letter case, 8 or 16 bits, any PIL mode (see `decode`).
+             bmp, tif, tiff in any letter case, 8 or 16 bits, any PIL mode (see `to_8bit`).
   'tfds'     tfds `cycle_gan/<data.name>` splits trainA/trainB/testA/testB (unpaired data only).
 
 Preprocessing (`config.preprocess`, the official get_params / get_transform; see `Preprocess`):
