@@ -315,7 +315,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   like any run (training from it fine-tunes; its data stream starts at the beginning)."""
   import pathlib  # pylint: disable=g-import-not-at-top
 
-  from gantx import checkpointing, config as config_lib, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, config as config_lib, data, state as state_lib  # pylint: disable=g-import-not-at-top
 
   config_lib.validate(config)
   nets = state_lib.build_networks(config, 1)
@@ -326,7 +326,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
     raise FileExistsError(f"{workdir} already holds checkpoints; import into a new work directory.")
   state = state_lib.init_state(config, nets, jax.random.fold_in(jax.random.key(config.seed), 0),
-                               config_lib.crop_hw(config))
+                               data.train_image_hw(config))
   params, stats = dict(state.params), dict(state.batch_stats)
   for name, path in files.items():
     state_dict = pth.load(path)

@@ -100,7 +100,7 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       if min(out.shape[1:3]) >= 11:
         metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
     if fid_variables is not None and n >= 2:
-      fake, real = (metrics_lib.inception_features(fid_variables, x) for x in (out, target))
+      fake, real = (metrics_lib.inception_features(fid_variables, x, batch_size=min(n, 50)) for x in (out, target))
       metrics[f"FID_{name}"] = metrics_lib.fid(fake, real)
       metrics[f"KID_{name}"] = metrics_lib.kid(fake, real)[0]
     if _targets_labels(config, dst) and out.shape[-1] == 3:

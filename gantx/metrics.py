@@ -5,8 +5,8 @@ images mapped to [0, 1], so their data range (max value) is 1.0 there, i.e. 2.0 
 units. L1 is in [-1, 1] units, like the pix2pix L1 loss.
 
 FID and KID compare (N, 2048) Inception pool3 features from `inception_features`, which runs
-pytorch-fid's network and preprocessing (`gantx.inception`). FID follows pytorch-fid's
-`calculate_frechet_distance`; KID is the unbiased MMD^2 of Binkowski et al. (2018) with the
+pytorch-fid's network and preprocessing (`gantx.inception`). FID is pytorch-fid's
+`calculate_frechet_distance` (its matrix square root taken by symmetric eigensolves); KID is the unbiased MMD^2 of Binkowski et al. (2018) with the
 polynomial kernel, averaged over random subsets as in torch-fidelity and clean-fid. Both are
 computed in float64 with numpy/scipy on the host.
 """
@@ -19,7 +19,6 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import linalg
 
 from gantx import inception
 
@@ -63,36 +62,34 @@ def ssim(a: Array, b: Array) -> Array:
 # ----------------------------------------------------------------------------- FID
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-  """||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), pytorch-fid's way.
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+  """tr((sigma1 sigma2)^(1/2)) for covariance (symmetric PSD) matrices, via two symmetric eigensolves.
 
-  The square root is scipy's `sqrtm` of the (non-symmetric) product. When that is not finite
-  (a singular product can make it so), both covariances get `eps` added to their diagonal and
-  it is taken again. Rounding leaves a tiny imaginary part, which is dropped; a large one means
-  the inputs are not covariance matrices.
+  With r = sigma1^(1/2), sigma1 sigma2 = r (r sigma2) has the eigenvalues of r sigma2 r, which is
+  symmetric PSD, so the trace is the sum of the square roots of its eigenvalues. Exact, defined for
+  singular covariances (few samples) without pytorch-fid's eps retry, and ~4x faster than scipy's
+  `sqrtm` of the non-symmetric product at D = 2048 (6 s vs 23-26 s on 2 cores); the two agree to
+  rounding on well-conditioned inputs.
+  """
+  w, u = np.linalg.eigh(sigma1)
+  r = (u * np.sqrt(np.clip(w, 0.0, None))) @ u.T
+  return float(np.sqrt(np.clip(np.linalg.eigvalsh(r @ sigma2 @ r), 0.0, None)).sum())
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+  """||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)) (pytorch-fid's formula).
 
   Args:
     mu1, mu2: (D,) feature means.
     sigma1, sigma2: (D, D) feature covariances.
-    eps: the diagonal offset of the fallback.
   """
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
     raise ValueError(f"frechet_distance: shapes mu {mu1.shape}, {mu2.shape}, sigma {sigma1.shape}, {sigma2.shape}"
                      " do not match (D,) and (D, D).")
-  covmean = linalg.sqrtm(sigma1 @ sigma2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(sigma1.shape[0]) * eps
-    covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-  if np.iscomplexobj(covmean):
-    max_imag = np.max(np.abs(np.diagonal(covmean).imag))
-    if max_imag > 1e-3:
-      raise ValueError(f"frechet_distance: sqrtm has an imaginary component of {max_imag:g}.")
-    covmean = covmean.real
   diff = mu1 - mu2
-  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
 def feature_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

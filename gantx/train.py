@@ -30,7 +30,7 @@ from gantx import config as config_lib
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be loaded under other values.
 SHAPE_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
-                "crop_size", "pool_size")
+                "crop_size", "crop_width", "pool_size")
 # Fields that change what a resumed run computes: refused unless config.allow_config_change.
 RESUME_FIELDS = ("batch_size", "direction", "data.source", "data.name", "seed")
 
@@ -82,7 +82,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   use_compilation_cache(config)
   workdir = pathlib.Path(workdir)
   lead = jax.process_index() == 0
-  models.check_image_size(config, config.crop_size, config.crop_size)
+  image_hw = data.train_image_hw(config)  # the one static image shape of the train step
+  models.check_image_size(config, *image_hw)
   mesh = parallel.make_mesh()
   per_device = parallel.resolve_batch_size(config, mesh)
   print(f"Data parallel over {mesh.devices.size} devices ({jax.process_count()} processes):"
@@ -102,7 +103,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
   root = jax.random.key(config.seed)
   # Eager, then replicated: compiling init would cost ~15 s at full size for the same values.
   state = parallel.replicate(
-      state_lib.init_state(config, nets, jax.random.fold_in(root, 0), (config.crop_size, config.crop_size)), mesh)
+      state_lib.init_state(config, nets, jax.random.fold_in(root, 0), image_hw), mesh)
   _log_param_counts(config, state, workdir, lead)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)

@@ -14,7 +14,7 @@ have the size the generator saw.
 
 Test-time mode: as the paper and the official default, each image runs alone with dropout on
 and batch norm on its own statistics; `eval=True` (official --eval) uses the running averages
-and no dropout. Results do not depend on the batch size in either mode.
+and no dropout. Results do not depend on the batch size (in eval mode up to float rounding).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
     gen: the generator (`from_workdir` or `from_pth`).
     inputs: an image file or a folder (searched recursively; official extensions).
     output: the output folder (created); receives images/ and index.html.
-    batch_size: images per forward pass (memory only: results do not depend on it).
+    batch_size: images per forward pass (memory; results do not depend on it, up to float rounding in eval mode).
     eval_mode: None: the run's config.eval; else True/False as documented above.
     seed: the dropout key's seed (default the run's config.seed).
   Returns:

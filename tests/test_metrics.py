@@ -1,6 +1,7 @@
 """L1, PSNR, SSIM, FID and KID against closed forms and direct formulas."""
 
 import numpy as np
+import scipy.linalg
 import pytest
 
 from gantx import inception, metrics
@@ -59,18 +60,13 @@ def test_fid_grows_with_a_mean_shift():
   np.testing.assert_allclose(values, [t**2 * direction @ direction for t in (0.0, 0.1, 0.5, 1.0, 3.0)], atol=1e-6)
 
 
-def test_frechet_distance_falls_back_to_an_offset_when_sqrtm_fails(monkeypatch):
-  real_sqrtm, calls = metrics.linalg.sqrtm, []
-
-  def failing_once(a):
-    calls.append(a)
-    return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
-
-  monkeypatch.setattr(metrics.linalg, "sqrtm", failing_once)
-  eye = np.eye(3)
-  # As in pytorch-fid, only the square root sees the offset: 3 + 3 - 2 * 3 * (1 + 1e-6).
-  assert metrics.frechet_distance(np.zeros(3), eye, np.zeros(3), eye, eps=1e-6) == pytest.approx(-6e-6, abs=1e-12)
-  np.testing.assert_allclose(calls[1], (1 + 1e-6) ** 2 * eye)
+def test_trace_sqrt_product_equals_scipy_sqrtm():
+  """The eigensolve route gives pytorch-fid's tr(sqrtm(s1 @ s2)), also for a singular s1."""
+  rng = np.random.default_rng(3)
+  a, b = rng.normal(size=(50, 20)), rng.normal(size=(8, 20)) * 2 + 1  # b: rank-7 covariance
+  s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  for x, y in ((s1, s2), (s2, s1), (s1, s1)):
+    assert metrics.trace_sqrt_product(x, y) == pytest.approx(np.trace(scipy.linalg.sqrtm(x @ y)).real, rel=1e-6)
 
 
 def test_fid_rejects_mismatched_features():

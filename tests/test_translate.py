@@ -16,11 +16,14 @@ from gantx import convert, evaluate, export, inception, pth, train, translate
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """Two-step runs of both models (tiny), with a checkpoint at step 2."""
+  """Two-step runs of both models (tiny), with a checkpoint at step 2. The pix2pix U-Net has a
+  dropout level (unet_64; unet_32 has none) and a wide init, so test-time modes show in 8 bits."""
   out = {}
   for model in ("pix2pix", "cycle_gan"):
     workdir = tmp_path_factory.mktemp(model)
     config = tiny_config(model, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2, log_every_steps=1)
+    if model == "pix2pix":
+      config.netG, config.load_size, config.crop_size, config.init_gain = "unet_64", 72, 64, 0.3
     train.train_and_evaluate(config, workdir)
     out[model] = workdir
   return out
@@ -67,23 +70,25 @@ def test_pix2pix_test_time_modes(runs, tmp_path):
   np.testing.assert_array_equal(fakes("b", batch_size=1), default)
   assert np.abs(fakes("c", batch_size=3, seed=123) - default).max() > 0  # other dropout masks
   evaluated = fakes("d", batch_size=3, eval_mode=True)
-  np.testing.assert_array_equal(fakes("e", batch_size=1, eval_mode=True, seed=5), evaluated)
+  # eval: no randomness; another batch size changes only float rounding (one 8-bit level at most).
+  assert np.abs(fakes("e", batch_size=1, eval_mode=True, seed=5) - evaluated).max() <= 1
   assert np.abs(evaluated - default).mean() > 1
 
 
 def test_export_round_trip_equals_the_live_model(runs, tmp_path):
   gen = translate.from_workdir(runs["pix2pix"])
-  x = np.random.default_rng(1).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+  x = np.random.default_rng(1).uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
   key = jax.random.key(7)
   for eval_mode in (False, True):
-    export.save(export.export_generator(gen, 32, 32, eval_mode), tmp_path / "g.jaxexport")
+    export.save(export.export_generator(gen, 64, 64, eval_mode), tmp_path / "g.jaxexport")
     loaded = export.load(tmp_path / "g.jaxexport")
     live = evaluate.make_translator(gen.module, eval_mode)(
         gen.variables["params"], gen.variables["batch_stats"], x, jax.vmap(lambda i: jax.random.fold_in(key, i))(np.arange(3)))
-    # Weights become constants of the exported program, so XLA may fold them: float32 rounding only.
-    np.testing.assert_allclose(np.asarray(loaded.call(x, jax.random.key_data(key))), np.asarray(live), atol=1e-6, rtol=0)
+      # Weights become constants of the exported program, which XLA compiles differently (folding,
+    # layouts): float32 rounding, amplified through the saturating U-Net (measured <= 7e-5).
+    np.testing.assert_allclose(np.asarray(loaded.call(x, jax.random.key_data(key))), np.asarray(live), atol=2e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(loaded.call(x[:1], jax.random.key_data(key))), np.asarray(live)[:1],
-                               atol=1e-6, rtol=0)
+                               atol=2e-4, rtol=0)
   assert np.abs(np.asarray(live)).max() > 1e-3
 
 
@@ -112,7 +117,8 @@ def test_official_files_round_trip_into_a_new_run_that_trains(runs, tmp_path):
   """export_pth -> import_pth gives the same generator; train.py fine-tunes the imported run."""
   files = convert.export_run(str(runs["pix2pix"]), str(tmp_path / "pth"))
   assert [pathlib.Path(p).name for p in files] == ["latest_net_G.pth", "latest_net_D.pth"]
-  config = tiny_config("pix2pix", num_train_steps=1, eval_every_steps=1, checkpoint_every_steps=1)
+  config = tiny_config("pix2pix", num_train_steps=1, eval_every_steps=1, checkpoint_every_steps=1, netG="unet_64",
+                       load_size=72, crop_size=64)
   convert.import_run(config, str(tmp_path / "imported"), {"G": files[0], "D": files[1]})
   a, b = translate.from_workdir(runs["pix2pix"]), translate.from_workdir(tmp_path / "imported")
   assert jax.tree.all(jax.tree.map(np.array_equal, a.variables, b.variables))
@@ -120,7 +126,7 @@ def test_official_files_round_trip_into_a_new_run_that_trains(runs, tmp_path):
     convert.import_run(config, str(tmp_path / "imported"), {"G": files[0]})
   state = train.train_and_evaluate(config, tmp_path / "imported")
   assert int(state.step) == 1
-  wrong = tiny_config("pix2pix", ngf=8)
+  wrong = tiny_config("pix2pix", ngf=8, netG="unet_64", load_size=72, crop_size=64)
   with pytest.raises(convert.ConversionError, match=r"ngf=4.*config\.ngf=8"):
     convert.import_run(wrong, str(tmp_path / "wrong"), {"G": files[0]})
   with pytest.raises(convert.ConversionError, match="holds a discriminator"):
