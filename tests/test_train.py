@@ -61,7 +61,7 @@ def test_cycle_gan_finds_the_hidden_mapping(tmp_path):
   assert held_out[-1] < 0.6 * held_out[0], held_out
   assert held_out[-1] < identity, (held_out, identity)
   assert sorted(os.listdir(tmp_path / "samples")) == ["G_A_0000000.png", "G_A_0000300.png",
-                                                       "G_B_0000000.png", "G_B_0000300.png"]
+                                                       "G_B_0000000.png", "G_B_0000300.png", "index.html"]
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
