@@ -21,7 +21,12 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO; -v 0 shows it
   parallel.maybe_initialize_distributed(_CONFIG.value)
-  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train_lib.USER_ERRORS as e:  # a bad file, field or checkpoint: its message, not a traceback
+    if flags.FLAGS.verbosity >= 1:
+      raise
+    raise SystemExit(f"train.py: error: {e}") from e
 
 
 if __name__ == "__main__":

@@ -60,6 +60,17 @@ def _eval_mode() -> bool | None:
 
 
 def main(argv):
+  from gantx.train import USER_ERRORS  # pylint: disable=g-import-not-at-top
+
+  try:
+    _run(argv)
+  except USER_ERRORS as e:
+    if flags.FLAGS.verbosity >= 1:
+      raise
+    raise SystemExit(f"python -m gantx: error: {e}") from e
+
+
+def _run(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"Usage: python -m gantx {{{','.join(COMMANDS)}}} [flags]; got {' '.join(argv[1:]) or 'nothing'}.")
   command = argv[1]

@@ -28,6 +28,10 @@ from tqdm import tqdm
 from gantx import checkpointing, data, evaluate, inception, models, parallel, schedules, state as state_lib, steps, writers
 from gantx import config as config_lib
 
+# Errors whose message says all a user needs (a bad image, field, path or checkpoint, a diverged
+# run): entry points print the message alone (`-v 1` or a debugger shows the traceback).
+USER_ERRORS = (data.BadImageError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError)
+
 # Fields that fix the shapes of the saved state: a checkpoint cannot be loaded under other values.
 SHAPE_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
                 "crop_size", "crop_width", "pool_size")
