@@ -97,6 +97,9 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.crop_size = 256
   # Rectangular crops: crop_size is then the height and crop_width the width (0: square crops).
   c.crop_width = 0
+  # 'resize_and_crop' (resize to load_size^2, random crop), 'crop', 'scale_width' (width to load_size,
+  # aspect kept), 'scale_width_and_crop', 'none'; 'none' and 'scale_width' round sides to the
+  # generator's multiple, and every image must then give the first image's shape.
   c.preprocess = "resize_and_crop"
   c.no_flip = False
   c.serial_batches = False
@@ -114,9 +117,11 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.data.num_test = 32
   # Data loader worker processes (0: load in the main process).
   c.data.num_workers = 0
-  # Before training, decode every image of the data set once and list all bad files in one error.
+  # Before training, decode every image of a folder data set once and list all bad files (unreadable,
+  # truncated, an aligned image of odd width, ...) in one error.
   c.data.check_images = True
-  # Leave bad files out (their count and names are logged) instead of stopping.
+  # Leave bad files out (their count and names are printed) instead of stopping; runs the check
+  # even when check_images is False. max_dataset_size caps the file list before bad files are dropped.
   c.data.skip_bad_images = False
 
   # --- Loop cadence (in optimizer steps) and outputs ---
