@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 
@@ -103,3 +104,25 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The resolved config a run wrote to `<workdir>/config.json`."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a gantx work directory (train.py writes one).")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, int, dict]:
+  """(config, step, state) of a run's checkpoint `step` (default: the latest), the state as nested
+  dicts of arrays (`Checkpointer.restore_arrays`): what translate, evaluate and export read."""
+  config = run_config(workdir)
+  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
+    return config, step, ckpt.restore_arrays(step)
+  finally:
+    ckpt.close()

@@ -350,17 +350,9 @@ def export_run(workdir: str, output: str, step: int | None = None, prefix: str =
   loadable by the official code's --epoch <prefix>). Returns the paths."""
   import os  # pylint: disable=g-import-not-at-top
 
-  from gantx import checkpointing, state as state_lib, translate  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
 
-  config = translate.run_config(workdir)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-    state = ckpt.restore_arrays(step)
-  finally:
-    ckpt.close()
+  config, _, state = checkpointing.load_run(workdir, step)
   os.makedirs(output, exist_ok=True)
   paths = []
   for name, module in state_lib.build_networks(config, 1).modules.items():

@@ -119,22 +119,14 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
   <i>_fake_B.png, <i>_real_B.png (and the B->A ones for CycleGAN), as the official test.py.
   `output` defaults to `<workdir>/eval/<step>`. Returns the metrics.
   """
-  from gantx import checkpointing, inception, state as state_lib, translate, writers  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, inception, state as state_lib, writers  # pylint: disable=g-import-not-at-top
 
-  config = translate.run_config(workdir)
+  config, step, state = checkpointing.load_run(workdir, step)
   if eval_mode is not None:
     config.eval = eval_mode
   config.num_eval_images = num_test
   fid_variables = inception.load_pt_inception(fid_weights) if fid_weights else None
   eval_set = data.make_eval_set(config)
-  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: nothing to evaluate.")
-    state = ckpt.restore_arrays(step)
-  finally:
-    ckpt.close()
   nets = state_lib.build_networks(config, 1)
   translators = {name: make_translator(nets.modules[name], config.eval) for name, _, _ in directions(config)}
   key = jax.random.fold_in(jax.random.key(config.seed), 1)  # the training loop's eval key

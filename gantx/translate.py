@@ -19,7 +19,6 @@ and no dropout. Results do not depend on the batch size (in eval mode up to floa
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, NamedTuple
 
@@ -57,26 +56,10 @@ def generator_name(config, direction: str) -> str:
   return "G_A" if direction == "AtoB" else "G_B"
 
 
-def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """The resolved config a run wrote to `<workdir>/config.json`."""
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a gantx work directory (train.py writes one).")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int | None = None) -> Generator:
   """The generator of a run at checkpoint `step` (default the latest), read from its checkpoint."""
-  config = run_config(workdir)
+  config, _, state = checkpointing.load_run(workdir, step)
   name = generator_name(config, direction)
-  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-    state = ckpt.restore_arrays(step)
-  finally:
-    ckpt.close()
   a_nc, b_nc = config.input_nc, config.output_nc
   in_nc, out_nc = (b_nc, a_nc) if name == "G_B" else (a_nc, b_nc)
   module = models.define_G(config, in_nc, out_nc)
