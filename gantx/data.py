@@ -337,17 +337,11 @@ def decode(path: os.PathLike | str) -> Image.Image:
   return _decode_sized(path, reduced=False)[0]
 
 
-def open_rgb(path: os.PathLike | str) -> Image.Image:
-  """Decodes an image file as RGB; BadImageError naming the file if it cannot be read."""
-  return _to_channels(decode(path), 3)
-
-
 def _aligned_problem(w: int, h: int) -> str | None:
   """Why a w x h file is not an A|B pair, or None."""
-  if w % 2 or w < 2 or w < h:
+  if w % 2 or w < 2:  # upstream splits at int(w / 2) whatever w is; an odd w gives A and B unequal sizes
     return (f"is {w}x{h} (width x height): an aligned (pix2pix) image must be A|B side by side, with an"
-            " even width of at least its height (combine A and B with datasets/combine_A_and_B.py of"
-            " upstream)")
+            " even width (combine A and B with datasets/combine_A_and_B.py of upstream)")
   return None
 
 
