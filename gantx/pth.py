@@ -27,6 +27,7 @@ import struct
 import zipfile
 from typing import Any, Mapping
 
+import ml_dtypes
 import numpy as np
 
 # torch storage class name -> numpy dtype of its elements.
@@ -34,6 +35,7 @@ _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
     "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "BFloat16Storage": ml_dtypes.bfloat16,
 }
 _DTYPE_STORAGES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -62,7 +64,13 @@ class _Tensor:
 
   def numpy(self) -> np.ndarray:
     base = self.storage.data
+    if base is None:
+      raise PthError("a tensor refers to a storage the file does not hold")
     item = base.itemsize
+    if self.offset < 0 or any(s < 0 for s in self.stride) or any(d < 0 for d in self.size):
+      raise PthError(f"a tensor has a negative offset, size or stride ({self.offset}, {self.size}, {self.stride})")
+    if 0 not in self.size and self.offset + sum((d - 1) * s for d, s in zip(self.size, self.stride)) >= len(base):
+      raise PthError(f"a tensor of size {self.size} at offset {self.offset} overruns its storage of {len(base)}")
     if not self.size:
       return np.array(base[self.offset])
     view = np.lib.stride_tricks.as_strided(
@@ -186,12 +194,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No such .pth file: {path}")
   try:
-    obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
-  except PthError:
-    raise
-  except (OSError, EOFError, KeyError, ValueError, struct.error, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    return _materialise(_load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path))
+  except PthError as e:
+    raise e if str(e).startswith(path) else PthError(f"{path}: {e}.") from e
+  except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, struct.error,
+          pickle.UnpicklingError, zipfile.BadZipFile) as e:
     raise PthError(f"{path}: cannot read it as a PyTorch file ({type(e).__name__}: {e}).") from e
-  return _materialise(obj)
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -234,9 +242,10 @@ def save(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
   arrays = {}
   for key, value in state_dict.items():
     array = np.asarray(value, order="C")  # (ascontiguousarray would make a scalar 1-d)
+    array = array.astype(array.dtype.newbyteorder("<"), copy=False)  # torch storages are little-endian
     if array.dtype not in _DTYPE_STORAGES:
       raise ValueError(f"{key}: dtype {array.dtype} has no PyTorch storage type.")
-    arrays[key] = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    arrays[key] = array
   body = [pickle.PROTO + bytes([2]), _empty_ordered_dict(), pickle.MARK]
   for i, (key, array) in enumerate(arrays.items()):
     body += [_op_unicode(key), _tensor_pickle(str(i), array)]

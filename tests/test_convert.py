@@ -148,3 +148,24 @@ def test_pth_reader_refuses_code(tmp_path):
     pth.load(tmp_path / "short.pth")
   with pytest.raises(FileNotFoundError, match="nope.pth"):
     pth.load(tmp_path / "nope.pth")
+
+
+def test_pth_reader_checks_bounds_and_round_trips_dtypes(tmp_path):
+  """A tensor view past its storage is an error, never a read of other memory; every dtype the
+  writer accepts (bfloat16 and big-endian input included) reads back equal."""
+  storage = pth._Storage(np.dtype(np.float32), 4, np.arange(4, dtype=np.float32))
+  assert pth._Tensor(storage, 1, (3,), (1,)).numpy().tolist() == [1, 2, 3]
+  for offset, size, stride in ((2, (6,), (1,)), (0, (2, 2), (3, 1)), (-1, (2,), (1,)), (0, (2,), (-1,))):
+    with pytest.raises(pth.PthError):
+      pth._Tensor(storage, offset, size, stride).numpy()
+  import ml_dtypes
+  arrays = {"f": np.arange(6, dtype=">f4").reshape(2, 3), "b": np.arange(3, dtype=ml_dtypes.bfloat16),
+            "i": np.array(5, np.int64), "u": np.arange(4, dtype=np.uint8), "t": np.array([True, False])}
+  pth.save(arrays, tmp_path / "d.pth")
+  back = pth.load(tmp_path / "d.pth")
+  for k, v in arrays.items():
+    assert back[k].dtype == v.dtype.newbyteorder("=") and back[k].shape == v.shape and np.array_equal(back[k], v), k
+  raw = (tmp_path / "d.pth").read_bytes()
+  (tmp_path / "cut.pth").write_bytes(raw[: len(raw) // 2])
+  with pytest.raises(pth.PthError, match="cut.pth"):
+    pth.load(tmp_path / "cut.pth")
