@@ -81,14 +81,29 @@ class Checkpointer:
         continue
       check_config(saved)
       try:
+        saved_shapes = self._saved_shapes(step)
+      except Exception as e:
+        self._set_aside(step, e)
+        continue
+      if (difference := _first_shape_difference(saved_shapes, like_state)) is not None:
+        raise ValueError(f"Checkpoint {self.directory / str(step)} holds a state of other shapes ({difference}):"
+                         " the config changed the image size (load_size, crop_size, preprocess or the data)"
+                         " or the networks. Use another --workdir, or the config the run was started with.")
+      try:
         return step, self.restore(step, like_state, data_iter)
       except Exception as e:
         self._set_aside(step, e)
     return None
 
+  def _saved_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+    meta = self._manager.item_metadata(step)["state"]
+    return {_path_name(path): tuple(m.shape) for path, m in jax.tree_util.tree_flatten_with_path(meta)[0]}
+
   def _set_aside(self, step: int, error: Exception) -> None:
     path = self.directory / str(step)
-    kept = path.with_name(f"{step}.unreadable")
+    kept, i = path.with_name(f"{step}.unreadable"), 1
+    while kept.exists():  # the same step may go bad again after a restart
+      kept, i = path.with_name(f"{step}.unreadable.{i}"), i + 1
     print(f"Checkpoint {path} cannot be read ({type(error).__name__}: {str(error)[:300]}); kept as {kept},"
           " trying the previous one.")
     if jax.process_index() == 0:
@@ -104,6 +119,21 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _path_name(path) -> str:
+  """'params/G/outer/down_conv/kernel' for a key path of a TrainState or of its saved dict tree."""
+  return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def _first_shape_difference(saved: dict[str, tuple[int, ...]], like_state: Any) -> str | None:
+  """'<leaf>: saved <shape>, now <shape>' for the first array whose saved shape differs (PRNG keys,
+  saved as their raw data, are not compared); None if all match."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(like_state)[0]:
+    name = _path_name(path)
+    if name in saved and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) and saved[name] != tuple(leaf.shape):
+      return f"{name}: saved {saved[name]}, now {tuple(leaf.shape)}"
+  return None
 
 
 def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

@@ -81,3 +81,15 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
   with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step 2 .* last good checkpoint"):
     train_lib.train_and_evaluate(config, tmp_path)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+def test_resume_with_other_image_shapes_is_a_config_error_that_keeps_the_checkpoints(tmp_path):
+  """preprocess 'none' takes the images' size, which no config field fixes: a resume whose data now
+  gives another size must be refused before restoring, and must not mark the checkpoint damaged."""
+  c = tiny_config("cycle_gan", preprocess="none", load_size=32, num_train_steps=1, checkpoint_every_steps=1,
+                  eval_every_steps=100)
+  train_lib.train_and_evaluate(c, tmp_path)
+  bigger = tiny_config("cycle_gan", preprocess="none", load_size=40, num_train_steps=2, eval_every_steps=100)
+  with pytest.raises(ValueError, match=r"pools/fake_A/images: saved \(4, 32, 32, 3\), now \(4, 40, 40, 3\)"):
+    train_lib.train_and_evaluate(bigger, tmp_path)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
