@@ -12,6 +12,7 @@ Training itself is `python train.py --config ... --workdir ...`.
 from __future__ import annotations
 
 import json
+import re
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -91,13 +92,20 @@ def _run(argv):
   elif command == "export":
     _required(command, "output")
     from gantx import export  # pylint: disable=g-import-not-at-top
+    from gantx import models  # pylint: disable=g-import-not-at-top
     gen = _generator()
-    h, w = (int(v) for v in _SIZE.value.lower().split("x")) if _SIZE.value else (gen.config.crop_size,) * 2
+    size = re.fullmatch(r"(\d+)x(\d+)", (_SIZE.value or f"{gen.config.crop_size}x{gen.config.crop_size}").lower())
+    multiple = models.size_multiple(gen.config.netG)
+    if not size or int(size[1]) % multiple or int(size[2]) % multiple:
+      raise app.UsageError(f"--size={_SIZE.value}: give HxW with H and W multiples of {multiple} ({gen.config.netG}).")
+    h, w = int(size[1]), int(size[2])
     export.save(export.export_generator(gen, h, w, _eval_mode()), _OUTPUT.value)
     print(f"Exported {gen.name} for {h}x{w} images to {_OUTPUT.value}.")
   elif command == "import_pth":
     _required(command, "config", "workdir", "net")
     from gantx import convert  # pylint: disable=g-import-not-at-top
+    if bad := [item for item in _NET.value if "=" not in item]:
+      raise app.UsageError(f"--net={bad[0]}: give NAME=FILE.pth, e.g. --net G=latest_net_G.pth.")
     files = dict(item.split("=", 1) for item in _NET.value)
     convert.import_run(_CONFIG.value, _WORKDIR.value, files)
     print(f"Imported {', '.join(files)} into {_WORKDIR.value} (step 0): translate, evaluate or train from it.")

@@ -182,18 +182,26 @@ def detect(state_dict: StateDict) -> dict[str, Any]:
                         f" keys (first key: {first!r}).")
 
 
-def network(detected: Mapping[str, Any], config=None) -> tuple[Any, int]:
-  """(gantx module, input channels) of a `detect` result; `config` supplies what the keys do not
-  tell (a U-Net's no_dropout, init), default the base config of the model that uses the net."""
+def network_config(detected: Mapping[str, Any], config=None):
+  """A copy of `config` (default: the base config of the model that uses the detected net) with
+  the fields a `detect` result determines; the rest (a U-Net's no_dropout, init, preprocessing)
+  stays the config's."""
   from gantx import config as config_lib  # pylint: disable=g-import-not-at-top
 
   if config is None:
     config = config_lib.base_config("pix2pix" if detected.get("netG", "").startswith("unet") else "cycle_gan")
   c = config.copy_and_resolve_references()
+  skip = ("kind",) if detected["kind"] == "G" else ("kind", "input_nc")  # a D's input_nc is not the config's
   with c.unlocked():
     for field, value in detected.items():
-      if field not in ("kind", "input_nc", "output_nc") and field in c:
+      if field not in skip and field in c:
         c[field] = value
+  return c
+
+
+def network(detected: Mapping[str, Any], config=None) -> tuple[Any, int]:
+  """(gantx module, input channels) of a `detect` result (`network_config` says what is used)."""
+  c = network_config(detected, config)
   if detected["kind"] == "G":
     return models.define_G(c, detected["input_nc"], detected["output_nc"]), detected["input_nc"]
   return models.define_D(c, detected["input_nc"]), detected["input_nc"]
@@ -300,6 +308,8 @@ def _check_fits(config, name: str, detected: Mapping[str, Any], path: str) -> No
                           f" {state_lib.input_channels(config, name)} (config.input_nc / output_nc).")
   if out_nc is not None and out_nc != (config.input_nc if name == "G_B" else config.output_nc):
     raise ConversionError(f"{path} writes {out_nc}-channel images; {name} of this config writes another count.")
+  if wanted.get("n_layers_D") == 3 and config.netD in ("basic", "n_layers") and config.n_layers_D == 3:
+    wanted["netD"] = config.netD  # 'basic' is 'n_layers' with 3 layers
   for field, value in wanted.items():
     if field == "n_layers_D" and config.netD == "basic" and value == 3:
       continue
@@ -315,9 +325,11 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   like any run (training from it fine-tunes; its data stream starts at the beginning)."""
   import pathlib  # pylint: disable=g-import-not-at-top
 
-  from gantx import checkpointing, config as config_lib, data, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, config as config_lib, data, parallel, state as state_lib  # pylint: disable=g-import-not-at-top
 
+  config = config.copy_and_resolve_references()
   config_lib.validate(config)
+  parallel.resolve_batch_size(config, parallel.make_mesh())  # as train.py does before its resume check
   nets = state_lib.build_networks(config, 1)
   unknown = sorted(set(files) - set(nets.modules))
   if unknown:
@@ -325,8 +337,11 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   workdir = pathlib.Path(workdir)
   if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
     raise FileExistsError(f"{workdir} already holds checkpoints; import into a new work directory.")
-  state = state_lib.init_state(config, nets, jax.random.fold_in(jax.random.key(config.seed), 0),
-                               data.train_image_hw(config))
+  # Only CycleGAN's pools depend on the image size, and only 'none'/'scale_width' take it from the
+  # data; otherwise the data set need not be there.
+  data_sized = config.model == "cycle_gan" and config.preprocess in ("none", "scale_width")
+  hw = data.train_image_hw(config) if data_sized else config_lib.crop_hw(config)
+  state = state_lib.init_state(config, nets, jax.random.fold_in(jax.random.key(config.seed), 0), hw)
   params, stats = dict(state.params), dict(state.batch_stats)
   for name, path in files.items():
     state_dict = pth.load(path)

@@ -480,10 +480,10 @@ def _images_in(folder: pathlib.Path, cap: int | None, hint: str = "") -> tuple[s
   return tuple(paths[:cap])
 
 
-def single_folder(path: os.PathLike | str, config) -> tuple[str, ...]:
-  """The official 'single' mode: the sorted image files under `path` (recursively), at most
-  config.max_dataset_size of them; FileNotFoundError naming the folder if it holds none."""
-  return _images_in(pathlib.Path(path), _cap(config))
+def single_folder(path: os.PathLike | str, max_images: int | None = None) -> tuple[str, ...]:
+  """The official 'single' mode: the sorted image files under `path` (recursively), the first
+  `max_images` of them (None: all); FileNotFoundError naming the folder if it holds none."""
+  return _images_in(pathlib.Path(path), max_images)
 
 
 def _aligned_folder(config, phase: str) -> AlignedFolder:
@@ -813,7 +813,7 @@ def _crop(image: Image.Image, left: int, top: int, w: int, h: int) -> Image.Imag
 
 
 def to_float(image: Image.Image) -> np.ndarray:
-  """uint8 image -> (H, W, C) float32 in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
+  """uint8 image or array (..., H, W[, C]) -> float32 in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
   x = np.asarray(image, dtype=np.float32)
   if x.ndim == 2:
     x = x[:, :, None]

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from PIL import Image
 
 from gantx import data
 from gantx import metrics as metrics_lib
@@ -100,7 +99,9 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       if min(out.shape[1:3]) >= 11:
         metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
     if fid_variables is not None and n >= 2:
-      fake, real = (metrics_lib.inception_features(fid_variables, x, batch_size=min(n, 50)) for x in (out, target))
+      # On 8-bit images, as pytorch-fid sees the saved PNGs, so the numbers match it.
+      fake, real = (metrics_lib.inception_features(fid_variables, data.to_float(data.to_uint8(x)),
+                                                   batch_size=min(n, 50)) for x in (out, target))
       metrics[f"FID_{name}"] = metrics_lib.fid(fake, real)
       metrics[f"KID_{name}"] = metrics_lib.kid(fake, real)[0]
     if _targets_labels(config, dst) and out.shape[-1] == 3:
@@ -143,8 +144,7 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
       cells = []
       for label, images in zip(header, columns[name]):
         rel = f"images/{i:04d}_{label}.png"
-        x = data.to_uint8(images[i])
-        Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(output / rel)
+        writers.save_image(images[i], output / rel)
         cells.append(rel)
       rows.append((f"{i:04d} {name}", cells))
   summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))

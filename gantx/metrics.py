@@ -118,7 +118,7 @@ def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, subset_s
   """Kernel Inception Distance: mean and std of the unbiased MMD^2 over random subsets.
 
   Each of `num_subsets` rounds draws m = min(subset_size, N1, N2) rows of each set without
-  replacement and computes the unbiased estimate with k(x, y) = (x.y / D + 1)^3:
+  replacement (one round when m = N1 = N2: all rounds would be equal) and computes the unbiased estimate with k(x, y) = (x.y / D + 1)^3:
     sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / m^2.
   Its expectation is 0 when both sets come from the same distribution, so it can be negative.
   The std is over subsets (ddof 0, as torch-fidelity and clean-fid report it).
@@ -136,6 +136,8 @@ def kid(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100, subset_s
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
     raise ValueError(f"kid: need two (N, D) feature sets with N >= 2, got {x.shape} and {y.shape}.")
   m, d = min(subset_size, len(x), len(y)), x.shape[1]
+  if m == len(x) == len(y):
+    num_subsets = 1  # every "subset" would be the whole of both sets: one round gives the same value
   rng = np.random.default_rng(seed)
   mmds = np.empty(num_subsets)
   for i in range(num_subsets):

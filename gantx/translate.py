@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import linen as nn
-from PIL import Image
 from tqdm import tqdm
 
 from gantx import checkpointing, convert, data, evaluate, models, pth, writers
@@ -79,15 +78,10 @@ def from_pth(path: str | pathlib.Path, config: ml_collections.ConfigDict | None 
     raise convert.ConversionError(f"{path} holds a discriminator ({detected['netD']}), not a generator.")
   module, channels = convert.network(detected, config)
   variables = convert.from_torch(state_dict, module, channels, name=str(path))
-  if config is None:
-    config = config_lib.base_config("pix2pix" if detected["netG"].startswith("unet") else "cycle_gan")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for field in ("netG", "ngf", "norm", "input_nc", "output_nc", "no_dropout"):
-      if field in detected:
-        config[field] = detected[field]
-    if config.preprocess == "resize_and_crop":
-      config.crop_size = max(config.crop_size, models.size_multiple(config.netG))
+  config = convert.network_config(detected, config)
+  if config.preprocess in ("resize_and_crop", "crop"):  # test time resizes to crop_size: fit the net
+    config.crop_size = max(config.crop_size, models.size_multiple(config.netG))
+    config.load_size = max(config.load_size, config.crop_size)
   return Generator(str(path), module, variables, config, detected["input_nc"], detected["output_nc"])
 
 
@@ -120,7 +114,7 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
   if not inputs.exists():
     raise FileNotFoundError(f"Input {inputs} does not exist.")
-  paths = data.single_folder(inputs, config) if inputs.is_dir() else (str(inputs),)
+  paths = data.single_folder(inputs) if inputs.is_dir() else (str(inputs),)  # all of them: no training cap
   eval_mode = config.eval if eval_mode is None else eval_mode
   run = evaluate.make_translator(gen.module, eval_mode)
   params, stats = gen.variables["params"], gen.variables.get("batch_stats", {})
@@ -131,7 +125,11 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
     chunk = paths[start:start + batch_size]
     images = [data.load_image(p, config, gen.input_nc) for p in chunk]
-    models.check_image_size(config, *images[0].shape[:2])
+    multiple = models.size_multiple(config.netG)
+    for p, im in zip(chunk, images):
+      if im.shape[0] % multiple or im.shape[1] % multiple:
+        raise ValueError(f"{p} becomes {im.shape[0]}x{im.shape[1]}, which netG={config.netG!r} cannot take"
+                         f" (multiples of {multiple}): use --config.crop_size={multiple} or a multiple of it.")
     for shape in dict.fromkeys(im.shape for im in images):  # one forward per distinct size
       idx = [i for i, im in enumerate(images) if im.shape == shape]
       batch = jnp.asarray(np.stack([images[i] for i in idx]))
@@ -140,16 +138,11 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
       for j, i in enumerate(idx):
         name = _out_name(chunk[i], inputs, used)
         row = {"name": name, "input": chunk[i], "real": f"images/{name}_real.png", "fake": f"images/{name}_fake.png"}
-        _save_png(images[i], output / row["real"])
-        _save_png(out[j], output / row["fake"])
+        writers.save_image(images[i], output / row["real"])
+        writers.save_image(out[j], output / row["fake"])
         rows.append(row)
-  rows.sort(key=lambda r: paths.index(r["input"]))
+  order = {p: i for i, p in enumerate(paths)}
+  rows.sort(key=lambda r: order[r["input"]])
   writers.html_table(output / "index.html", f"{gen.name}: {len(rows)} images",
                      ["real", "fake"], [(r["name"], [r["real"], r["fake"]]) for r in rows])
   return rows
-
-
-def _save_png(image: np.ndarray, path: pathlib.Path) -> None:
-  """Saves an (H, W, 1 or 3) image in [-1, 1] as an 8-bit PNG."""
-  x = data.to_uint8(image)
-  Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(path)

@@ -29,6 +29,12 @@ def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
   return grid
 
 
+def save_image(image: np.ndarray, path: str | pathlib.Path) -> None:
+  """Saves an (H, W, 1 or 3) image in [-1, 1] as an 8-bit PNG (grayscale or RGB)."""
+  x = data.to_uint8(image)
+  Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(path)
+
+
 def html_table(path: str | pathlib.Path, title: str, columns: list[str],
                rows: list[tuple[str, list[str]]], refresh_s: int = 0) -> None:
   """Writes an HTML page like the official results/web pages: one row per entry (its name, then

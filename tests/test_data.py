@@ -629,15 +629,14 @@ def test_single_folder_is_sorted_recursive_and_capped(tmp_path):
   for name in ("b.png", "a.JPG", "sub/c.tiff"):
     write(folder / name, uniform(8, 8, 0))
   (folder / "notes.txt").write_text("not listed")
-  c = small_config()
-  assert [pathlib.Path(p).relative_to(folder).as_posix() for p in data.single_folder(folder, c)] == [
+  assert [pathlib.Path(p).relative_to(folder).as_posix() for p in data.single_folder(folder)] == [
       "a.JPG", "b.png", "sub/c.tiff"]
-  assert len(data.single_folder(folder, small_config(max_dataset_size=2))) == 2
+  assert len(data.single_folder(folder, 2)) == 2
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="empty"):
-    data.single_folder(tmp_path / "empty", c)
+    data.single_folder(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="nowhere.*does not exist"):
-    data.single_folder(tmp_path / "nowhere" / "x", c)
+    data.single_folder(tmp_path / "nowhere" / "x")
 
 
 def test_load_image_keeps_the_aspect_for_none_and_scale_width(tmp_path):

@@ -157,3 +157,20 @@ def test_cli_translate_and_usage_errors(runs, tmp_path):
   assert bad.returncode != 0 and "translate needs --input --output" in bad.stderr
   bad = subprocess.run(cli + ["paint"], cwd=REPO, capture_output=True, text=True)
   assert bad.returncode != 0 and "Usage: python -m gantx" in bad.stderr
+
+
+def test_import_needs_no_data_set_and_resumes_with_per_device_batch(runs, tmp_path):
+  files = convert.export_run(str(runs["pix2pix"]), str(tmp_path / "pth"))
+  # A folder config whose data set is not downloaded: importing only needs the networks.
+  away = tiny_config("pix2pix", netG="unet_64", load_size=72, crop_size=64, **{"data.source": "folder",
+                     "data.root": str(tmp_path / "no_data")})
+  convert.import_run(away, str(tmp_path / "away"), {"G": files[0]})
+  assert translate.from_workdir(tmp_path / "away").name == "G"
+  # per_device_batch_size resolves to the same global batch as train.py's, so training resumes.
+  per_device = tiny_config("pix2pix", netG="unet_64", load_size=72, crop_size=64, batch_size=1,
+                           per_device_batch_size=2, num_train_steps=1, eval_every_steps=5)
+  convert.import_run(per_device, str(tmp_path / "pd"), {"D": files[1]})
+  assert int(train.train_and_evaluate(per_device, tmp_path / "pd").step) == 1
+  # A PatchGAN file fits netD='n_layers' with n_layers_D=3 as well as 'basic'.
+  convert.import_run(tiny_config("pix2pix", netG="unet_64", load_size=72, crop_size=64, netD="n_layers"),
+                     str(tmp_path / "nl"), {"D": files[1]})
