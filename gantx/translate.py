@@ -121,11 +121,12 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   key = jax.random.key(config.seed if seed is None else seed)
   (output / "images").mkdir(parents=True, exist_ok=True)
   used: set[str] = set()
-  rows = []
+  names = [_out_name(p, inputs, used) for p in paths]
+  multiple = models.size_multiple(config.netG)
+  rows: list[dict[str, str]] = [{} for _ in paths]  # in input order, whatever the size groups
   for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
     chunk = paths[start:start + batch_size]
     images = [data.load_image(p, config, gen.input_nc) for p in chunk]
-    multiple = models.size_multiple(config.netG)
     for p, im in zip(chunk, images):
       if im.shape[0] % multiple or im.shape[1] % multiple:
         raise ValueError(f"{p} becomes {im.shape[0]}x{im.shape[1]}, which netG={config.netG!r} cannot take"
@@ -136,13 +137,11 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
       keys = jnp.stack([jax.random.fold_in(key, start + i) for i in idx])  # per image: batching-invariant
       out = np.asarray(run(params, stats, batch, keys))
       for j, i in enumerate(idx):
-        name = _out_name(chunk[i], inputs, used)
+        name = names[start + i]
         row = {"name": name, "input": chunk[i], "real": f"images/{name}_real.png", "fake": f"images/{name}_fake.png"}
         writers.save_image(images[i], output / row["real"])
         writers.save_image(out[j], output / row["fake"])
-        rows.append(row)
-  order = {p: i for i, p in enumerate(paths)}
-  rows.sort(key=lambda r: order[r["input"]])
+        rows[start + i] = row
   writers.html_table(output / "index.html", f"{gen.name}: {len(rows)} images",
                      ["real", "fake"], [(r["name"], [r["real"], r["fake"]]) for r in rows])
   return rows
