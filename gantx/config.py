@@ -25,6 +25,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 DATA_SOURCES = ("builtin", "folder", "tfds")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
@@ -68,6 +69,10 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.lambda_gp = 10.0  # wgangp: weight of the gradient penalty.
   # Size of the history pool of generated images fed to D (0: no pool, as in pix2pix).
   c.pool_size = 0
+
+  # Arithmetic of the convolutions: 'float32', or 'bfloat16' (mixed precision: parameters, Adam
+  # state, normalisation statistics and losses stay float32).
+  c.compute_dtype = "float32"
 
   # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---
   c.lr = 2e-4
@@ -202,6 +207,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "preprocess", PREPROCESS)
   _one_of(config, "netD", DISCRIMINATORS)
   _one_of(config, "data.source", DATA_SOURCES)
+  _one_of(config, "compute_dtype", COMPUTE_DTYPES)
   if unet_num_downs(config.netG) is None and resnet_blocks(config.netG) is None:
     raise ValueError(
         f"config.netG={config.netG!r} is not a generator: use unet_256, unet_128 (unet_<2^k>),"
