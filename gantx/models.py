@@ -62,6 +62,18 @@ def batch_norm_scale_init(init_gain: float) -> nn.initializers.Initializer:
 
 
 # ----------------------------------------------------------------------------- layers
+#
+# Convolutions as matrix products. XLA:CPU runs a dot at full speed (YNNPACK, float32 and
+# bfloat16) only when the left operand's contracted dimension is its minor one; a weight
+# gradient (sum over pixels, the major dimension of both operands) otherwise falls back to a
+# slow float32 dot, and XLA's native convolutions neither reach the GEMM rate in bfloat16 nor
+# have fast gradients at small spatial sizes (BENCHMARKS.md). The functions below write
+# forward and backward passes as explicit GEMMs: im2col + GEMM for a convolution, GEMM +
+# col2im for a transposed one, each the other's adjoint; operands in the compute dtype,
+# accumulation and results in float32.
+
+_F32 = jnp.float32
+_MIN_BF16_DIM = 16  # a GEMM with a smaller M, N or K runs in float32 (tiny; keeps it off a slow path)
 
 
 def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> list[int]:
@@ -69,26 +81,216 @@ def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> list[int]
   return [t for t in range(-kernel, kernel + 1) if 0 <= stride * t + phase + padding < kernel]
 
 
-def _shift(z: Array, t: int, size: int) -> Array:
-  """out[m] = z[m - t] along axis 1 for m in [0, size), zero where m - t is out of range."""
-  n = z.shape[1]
-  z = jnp.pad(z, ((0, 0), (max(t, 0), max(0, size - n - t))) + ((0, 0),) * (z.ndim - 2))
-  return jax.lax.slice_in_dim(z, max(-t, 0), max(-t, 0) + size, axis=1)
+def _shift(z: Array, t: int, size: int, axis: int = 1) -> Array:
+  """out[m] = z[m - t] along `axis` for m in [0, size), zero where m - t is out of range."""
+  pads = [(0, 0)] * z.ndim
+  pads[axis] = (max(t, 0), max(0, size - z.shape[axis] - t))
+  return jax.lax.slice_in_dim(jnp.pad(z, pads), max(-t, 0), max(-t, 0) + size, axis=axis)
+
+
+def _gemm(a: Array, b: Array, contract: tuple[int, int]) -> Array:
+  """dot_general of a and b over one dimension each, float32 result (the operands' dtype inside)."""
+  dims = (((contract[0],), (contract[1],)), ((), ()))
+  sizes = (a.size // a.shape[contract[0]], b.size // b.shape[contract[1]], a.shape[contract[0]])
+  if a.dtype != _F32 and min(sizes) < _MIN_BF16_DIM:
+    a, b = a.astype(_F32), b.astype(_F32)
+  return jax.lax.dot_general(a, b, dims, preferred_element_type=_F32)
+
+
+def _im2col(x: Array, k: int, s: int, p: int, out_h: int, out_w: int) -> Array:
+  """(n, h, w, c) -> (n, out_h, out_w, k*k*c): [i, j, (a, b, c)] = x[s*i + a - p, s*j + b - p, c], 0 outside."""
+  n, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (p, max(0, s * (out_h - 1) + k - h - p)), (p, max(0, s * (out_w - 1) + k - w - p)), (0, 0)))
+  taps = [jax.lax.slice(xp, (0, a, b, 0), (n, a + s * (out_h - 1) + 1, b + s * (out_w - 1) + 1, c), (1, s, s, 1))
+          for a in range(k) for b in range(k)]
+  return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _col2im(z: Array, k: int, s: int, p: int, out_h: int, out_w: int) -> Array:
+  """Adjoint of `_im2col`: z (n, h, w, k, k, f) -> (n, out_h, out_w, f), out[s*i + a - p] += z[i, a].
+
+  Each output phase (pixels with the same position modulo s) sums its taps of z, shifted.
+  """
+  n, _, _, _, _, f = z.shape
+  m_h, m_w = -(-out_h // s), -(-out_w // s)
+  rows = []
+  for rh in range(s):
+    cols = []
+    for rw in range(s):
+      acc = jnp.zeros((n, m_h, m_w, f), z.dtype)
+      for t in _phase_taps(k, s, p, rh):
+        zt = _shift(z[:, :, :, s * t + rh + p], t, m_h)  # (n, m_h, w, k, f)
+        for u in _phase_taps(k, s, p, rw):
+          acc = acc + _shift(zt[:, :, :, s * u + rw + p], u, m_w, axis=2)
+      cols.append(acc)
+    rows.append(jnp.stack(cols, axis=3))  # (n, m_h, m_w, s, f)
+  y = jnp.stack(rows, axis=2).reshape(n, m_h * s, m_w * s, f)  # (n, m_h, s, m_w, s, f)
+  return y[:, :out_h, :out_w]
+
+
+def _transposed_conv_phases(g: Array, w: Array, k: int, s: int, p: int, out_h: int, out_w: int) -> Array:
+  """out[s*i + a - p] += g[i] @ w[a]^T with w (k, k, f_out, c_g), one im2col + GEMM per output phase.
+
+  The same map as GEMM + `_col2im`, but it gathers g instead of writing k*k products per
+  pixel: cheaper when g has fewer channels than the output.
+  """
+  n, h, wd, cg = g.shape
+  m_h, m_w = -(-out_h // s), -(-out_w // s)
+  rows = []
+  for rh in range(s):
+    cols = []
+    for rw in range(s):
+      taps = [(t, u) for t in _phase_taps(k, s, p, rh) for u in _phase_taps(k, s, p, rw)]
+      pieces = [_shift(_shift(g, t, m_h), u, m_w, axis=2) for t, u in taps]
+      patches = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+      kernel = jnp.concatenate([w[s * t + rh + p, s * u + rw + p] for t, u in taps], axis=-1)  # (f_out, taps*c_g)
+      cols.append(_gemm(patches, kernel, (3, 1)))  # (n, m_h, m_w, f_out)
+    rows.append(jnp.stack(cols, axis=3))
+  y = jnp.stack(rows, axis=2).reshape(n, m_h * s, m_w * s, w.shape[2])
+  return y[:, :out_h, :out_w]
+
+
+def _weight_grad(x: Array, g: Array) -> Array:
+  """sum over (n, h, w) of x[..., i] * g[..., j] -> (i, j), float32.
+
+  With the pixels contracted as several dimensions, XLA transposes the left operand into a
+  row-major (i, pixels) array and runs a fast GEMM; a single major contracted dimension would
+  go to the slow dot instead.
+  """
+  if x.dtype != _F32 and min(x.shape[-1], g.shape[-1], x.size // x.shape[-1]) < _MIN_BF16_DIM:
+    x, g = x.astype(_F32), g.astype(_F32)
+  return jnp.einsum("nhwi,nhwj->ij", x, g, preferred_element_type=_F32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_gemm(x: Array, kernel: Array, stride: int, padding: int, dtype: Any) -> Array:
+  """Zero-padded convolution of NHWC `x` with an HWIO `kernel` as im2col + GEMM; float32 result.
+
+  Operands are cast to `dtype`; the gradients are GEMMs too: the input gradient a transposed
+  convolution (`_transposed_conv_phases`), the weight gradient `_weight_grad`.
+  """
+  return _conv_gemm_fwd(x, kernel, stride, padding, dtype)[0]
+
+
+def _conv_out_hw(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
+  return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+
+def _conv_gemm_fwd(x, kernel, stride, padding, dtype):
+  n, h, w, c = x.shape
+  k, f = kernel.shape[0], kernel.shape[-1]
+  out_h, out_w = _conv_out_hw(h, w, k, stride, padding)
+  xc, kc = x.astype(dtype), kernel.astype(dtype)
+  y = _gemm(_im2col(xc, k, stride, padding, out_h, out_w), kc.reshape(k * k * c, f), (3, 0))
+  return y, (xc, kc, jnp.zeros((0,), x.dtype))
+
+
+def _conv_gemm_bwd(stride, padding, dtype, res, dy):
+  xc, kc, x_dtype = res
+  n, h, w, c = xc.shape
+  k, f = kc.shape[0], kc.shape[-1]
+  _, out_h, out_w, _ = dy.shape
+  dyc = dy.astype(dtype)
+  if k == 4:  # the 4x4 layers (U-Net, PatchGAN): GEMM to patch gradients, then XLA's transpose of im2col
+    col2im = jax.linear_transpose(lambda x: _im2col(x, k, stride, padding, out_h, out_w),
+                                  jax.ShapeDtypeStruct(xc.shape, _F32))
+    (dx,) = col2im(_gemm(dyc, kc.reshape(k * k * c, f), (3, 1)))
+  else:  # 3x3 (ResNet): one im2col + GEMM per output phase is faster there
+    dx = _transposed_conv_phases(dyc, kc, k, stride, padding, h, w)
+  cols = _im2col(xc, k, stride, padding, out_h, out_w)
+  m = n * out_h * out_w
+  if m * k * k * c <= m * f + 2 * k * k * c * f:  # transpose the patches, or dy and the (F, kkc) result
+    dk = _weight_grad(cols, dyc)
+  else:  # the barrier keeps XLA from folding the transpose back into the dot (a slow form)
+    dk = jax.lax.optimization_barrier(_weight_grad(dyc, cols)).T
+  return dx.astype(x_dtype.dtype), dk.reshape(k, k, c, f)
+
+
+conv_gemm.defvjp(_conv_gemm_fwd, _conv_gemm_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_transpose_gemm(x: Array, kernel: Array, stride: int, padding: int, output_padding: int,
+                        dtype: Any) -> Array:
+  """PyTorch's ConvTranspose2d of NHWC `x`, `kernel` (in, k, k, out): GEMM + col2im, float32 result.
+
+  z = x @ kernel gives, for every input pixel, its k*k*out contributions, which `_col2im`
+  sums into place. Backward: im2col of the output gradient, then one GEMM for each gradient.
+  """
+  return _conv_transpose_fwd(x, kernel, stride, padding, output_padding, dtype)[0]
+
+
+def _conv_transpose_fwd(x, kernel, stride, padding, output_padding, dtype):
+  n, h, w, c = x.shape
+  k, f = kernel.shape[1], kernel.shape[-1]
+  out_h = (h - 1) * stride - 2 * padding + k + output_padding
+  out_w = (w - 1) * stride - 2 * padding + k + output_padding
+  xc, kc = x.astype(dtype), kernel.astype(dtype)
+  z = _gemm(xc, kc.reshape(c, k * k * f), (3, 0)).reshape(n, h, w, k, k, f)
+  return _col2im(z, k, stride, padding, out_h, out_w), (xc, kc, jnp.zeros((0,), x.dtype))
+
+
+def _conv_transpose_bwd(stride, padding, output_padding, dtype, res, dy):
+  xc, kc, x_dtype = res
+  n, h, w, c = xc.shape
+  k, f = kc.shape[1], kc.shape[-1]
+  cols = _im2col(dy.astype(dtype), k, stride, padding, h, w)  # (n, h, w, k*k*f), the adjoint of col2im
+  dx = _gemm(cols, kc.reshape(c, k * k * f), (3, 1))
+  dk = _weight_grad(xc, cols)  # (c, k*k*f): x is the small operand, so XLA transposes it
+  return dx.astype(x_dtype.dtype), dk.reshape(c, k, k, f)
+
+
+conv_transpose_gemm.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+def _native_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=_CONV_DIMS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_one_filter(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  """A float32 convolution with one output channel (the PatchGAN's last layer), XLA's native one
+  except for the weight gradient: XLA:CPU computes that one as a convolution at ~1 GFLOP/s
+  (25 ms at 31x31x512); here it is one multiply-and-sum per tap (5 ms)."""
+  return _native_conv(x.astype(_F32), kernel, stride, padding)
+
+
+def _conv_one_filter_fwd(x, kernel, stride, padding):
+  return conv_one_filter(x, kernel, stride, padding), (x.astype(_F32), kernel, jnp.zeros((0,), x.dtype))
+
+
+def _conv_one_filter_bwd(stride, padding, res, dy):
+  x, kernel, x_dtype = res
+  k = kernel.shape[0]
+  _, out_h, out_w, _ = dy.shape
+  dx = jax.vjp(lambda x: _native_conv(x, kernel, stride, padding), x)[1](dy)[0]
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+  dk = jnp.stack([jnp.sum(xp[:, a:a + span_h:stride, b:b + span_w:stride] * dy, axis=(0, 1, 2))
+                  for a in range(k) for b in range(k)])
+  return dx.astype(x_dtype.dtype), dk.reshape(kernel.shape)
+
+
+conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
+
+
+def _compute_dtype(name: str) -> Any:
+  if name not in config_lib.COMPUTE_DTYPES:
+    raise ValueError(f"config.compute_dtype={name!r} is not one of {config_lib.COMPUTE_DTYPES}.")
+  return jnp.dtype(name)
 
 
 class ConvTranspose(nn.Module):
   """PyTorch `ConvTranspose2d(in, features, k, stride, padding, output_padding)`, square kernel.
 
-  Computed as one matrix product and a col2im: z = x @ W gives, for every input pixel, its
-  k*k*features contributions, and each output phase (pixels with the same position modulo
-  the stride) sums its taps of z with shifts. Forward and both gradients are then plain
-  GEMMs plus cheap shifted adds. On XLA:CPU the gradients of the zero-inserting form
-  (`nn.ConvTranspose`, an input-dilated conv) are ~30x slower than its forward, and even
-  stride-1 conv gradients are slow at the U-Net's small spatial sizes; this form runs the
-  whole layer at GEMM speed (BENCHMARKS.md).
+  Computed by `conv_transpose_gemm` (GEMM + col2im, gradients as GEMMs). On XLA:CPU the
+  gradients of the zero-inserting form (`nn.ConvTranspose`, an input-dilated conv) are ~30x
+  slower than its forward, and even stride-1 conv gradients are slow at the U-Net's small
+  spatial sizes; this form runs the whole layer at GEMM speed (BENCHMARKS.md).
 
   The kernel has layout (in, k, k, features): PyTorch's weight (in, out, k, k) transposed
-  by (0, 2, 3, 1), unflipped, so that x @ kernel.reshape(in, -1) needs no copy.
+  by (0, 2, 3, 1), unflipped, so that x @ kernel.reshape(in, -1) needs no copy. It is float32
+  whatever `compute_dtype` ('bfloat16' casts it, and x, for the products only).
   """
 
   features: int
@@ -98,6 +300,7 @@ class ConvTranspose(nn.Module):
   output_padding: int = 0
   use_bias: bool = True
   kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
+  compute_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -108,32 +311,22 @@ class ConvTranspose(nn.Module):
     out_w = (w - 1) * s - 2 * p + k + self.output_padding
     if out_h % s or out_w % s:
       raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
-    m_h, m_w = out_h // s, out_w // s
-    z = (x.reshape(-1, c) @ kernel.reshape(c, -1).astype(x.dtype)).reshape(n, h, w, k, k, self.features)
-    rows = []
-    for rh in range(s):
-      cols = []
-      for rw in range(s):
-        acc = 0.0
-        for t in _phase_taps(k, s, p, rh):
-          zt = _shift(z[:, :, :, s * t + rh + p], t, m_h)  # (n, m_h, w, k, f)
-          for u in _phase_taps(k, s, p, rw):
-            acc = acc + jnp.swapaxes(_shift(jnp.swapaxes(zt[:, :, :, s * u + rw + p], 1, 2), u, m_w), 1, 2)
-        cols.append(acc)
-      rows.append(jnp.stack(cols, axis=3))  # (n, m_h, m_w, s, features)
-    y = jnp.stack(rows, axis=2).reshape(n, out_h, out_w, self.features)  # (n, m_h, s, m_w, s, f)
+    y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, _compute_dtype(self.compute_dtype))
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
 
 
 class Conv(nn.Module):
-  """`nn.Conv` with symmetric zero padding; as im2col + GEMM where the output is small.
+  """`nn.Conv` with symmetric zero padding: XLA's native convolution, or `conv_gemm`.
 
-  Both forms give the same numbers. XLA:CPU's native convolution is fastest at large
-  spatial sizes but slow at the U-Net's inner levels (2x2 to 32x32 with 512 channels),
-  where its gradients run at a few GFLOP/s; im2col + one GEMM is up to 6x faster there
-  (BENCHMARKS.md). The choice is static, by output size.
+  Both forms give the same numbers (up to rounding). The choice is static, by shape and
+  compute dtype (BENCHMARKS.md): in float32 the native convolution is fastest at large spatial
+  sizes but its gradients are slow at the U-Net's inner levels (outputs of 16x16 and less with
+  >= 128 channels), which take the GEMM form (and the PatchGAN's 1-channel last layer gets its
+  own weight gradient: `conv_one_filter`); in
+  bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels does,
+  since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native and float32.
   """
 
   features: int
@@ -142,25 +335,33 @@ class Conv(nn.Module):
   padding: int = 0
   use_bias: bool = True
   kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
-  gemm_max_pixels: int = 16 * 16  # im2col + GEMM when out_h * out_w is at most this ...
+  compute_dtype: str = "float32"
+  gemm_max_pixels: int = 16 * 16  # float32: GEMM when out_h * out_w is at most this ...
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
+  gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
+
+  def uses_gemm(self, h: int, w: int, c: int) -> bool:
+    k, s, p = self.kernel_size, self.strides, self.padding
+    out_h, out_w = _conv_out_hw(h, w, k, s, p)
+    if self.features == 1:
+      return False  # conv_one_filter
+    if self.compute_dtype == "bfloat16":
+      return min(c, self.features) >= self.gemm_min_channels_bf16
+    return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     n, h, w, c = x.shape
     k, s, p = self.kernel_size, self.strides, self.padding
-    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32).astype(x.dtype)
-    out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    if out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels and k > 1:
-      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-      taps = [jax.lax.slice(xp, (0, a, b, 0), (n, a + s * (out_h - 1) + 1, b + s * (out_w - 1) + 1, c), (1, s, s, 1))
-              for a in range(k) for b in range(k)]
-      patches = jnp.concatenate(taps, axis=-1).reshape(-1, k * k * c)  # columns ordered (a, b, c)
-      y = (patches @ kernel.reshape(k * k * c, self.features)).reshape(n, out_h, out_w, self.features)
+    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
+    if self.uses_gemm(h, w, c):
+      y = conv_gemm(x, kernel, s, p, _compute_dtype(self.compute_dtype))
+    elif self.features == 1 and k > 1:
+      y = conv_one_filter(x, kernel, s, p)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (s, s), [(p, p), (p, p)], dimension_numbers=_CONV_DIMS)
+      y = _native_conv(x.astype(_F32), kernel, s, p)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(y.dtype)
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
 
 
@@ -197,6 +398,7 @@ class Layers:
   norm: str = "batch"
   init_type: str = "normal"
   init_gain: float = 0.02
+  compute_dtype: str = "float32"  # of the convolutions' products; parameters and norms stay float32
 
   @property
   def use_bias(self) -> bool:
@@ -204,12 +406,13 @@ class Layers:
 
   def conv(self, features, kernel, stride, padding, bias=None, name=None):
     return Conv(features, kernel, stride, padding, use_bias=self.use_bias if bias is None else bias,
-                kernel_init=kernel_init(self.init_type, self.init_gain), name=name)
+                kernel_init=kernel_init(self.init_type, self.init_gain), compute_dtype=self.compute_dtype, name=name)
 
   def conv_transpose(self, features, kernel, output_padding=0, bias=None, name=None):
     return ConvTranspose(
         features, kernel, 2, 1, output_padding, use_bias=self.use_bias if bias is None else bias,
-        kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), name=name)
+        kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), compute_dtype=self.compute_dtype,
+        name=name)
 
   def norm_layer(self, name):
     return Norm(self.norm, self.init_gain, name=name)
@@ -367,7 +570,7 @@ class PixelDiscriminator(nn.Module):
 
 
 def _layers(config) -> Layers:
-  return Layers(config.norm, config.init_type, config.init_gain)
+  return Layers(config.norm, config.init_type, config.init_gain, config.compute_dtype)
 
 
 def define_G(config, input_nc: int | None = None, output_nc: int | None = None) -> nn.Module:
