@@ -1,12 +1,15 @@
 """Time gantx train steps (JAX, XLA:CPU) against the official PyTorch steps, in one run.
 
 For each case -- pix2pix (unet_256, batch norm, dropout, basic D, vanilla GAN) at every batch
-size of --batch-sizes, and cycle_gan (resnet_9blocks, instance norm, lsgan, pool 50) at batch 1 --
-the script builds the train state and jits `steps.train_step_fn` over a 1-device ('data',) mesh
-exactly as `gantx/train.py` does (replicated state, batch sharded on its first axis, state
-donated), then records:
+size of --batch-sizes, and cycle_gan (resnet_9blocks, instance norm, lsgan, pool 50) at batch 1,
+each in every compute dtype of --dtypes (float32; bfloat16 mixed precision) -- the script builds
+the train state and jits `steps.train_step_fn` over a 1-device ('data',) mesh exactly as
+`gantx/train.py` does (replicated state, batch sharded on its first axis, state donated, the
+persistent compilation cache on, glibc malloc keeping freed memory: `gantx.hostmem`), then records:
 
-  compile s        lower + compile of the step (the state init is timed apart)
+  compile s        lower + compile of the step, cold (empty persistent cache) and cached (after
+                   jax.clear_caches(), so the executable comes from the on-disk cache, as in a
+                   second run); the state init is timed apart
   GFLOP/step       XLA's cost analysis of the compiled step
   XLA mem          compiled.memory_analysis(): argument + output + temp - alias bytes
   peak RSS         the process's peak resident memory during the case (VmHWM, reset per case)
@@ -14,7 +17,8 @@ donated), then records:
 
 Then, with JAX idle (all JAX cases finish first), it runs the PyTorch reference
 `benchmarks/torch_step.py` in the separate torch environment, one subprocess per case, and reads
-the JSON object on its last stdout line. The two never run at the same time.
+the JSON object on its last stdout line (float32: PyTorch has no bfloat16 reference step). The
+two never run at the same time.
 
     .venv/bin/python benchmarks/step_time.py --out benchmarks/results.json   # full (minutes)
     .venv/bin/python benchmarks/step_time.py --quick                         # plumbing check (~1 min)
@@ -38,6 +42,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -71,6 +76,12 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 2; --quick: 1)")
   p.add_argument("--steps", type=int, default=None, help="timed steps (default 5; --quick: 1)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes of the JAX cases (config.compute_dtype)")
+  p.add_argument("--no-keep-freed-memory", action="store_true",
+                 help="leave glibc malloc at its defaults (gantx.hostmem.keep_freed_memory not called)")
+  p.add_argument("--cache-dir", default=None,
+                 help="persistent compilation cache directory (default: a fresh temporary one, so the cold compile"
+                      " really compiles)")
   p.add_argument("--quick", action="store_true",
                  help="plumbing check: --size 64, ngf/ndf 8, batch 1, 1 warmup and 1 timed step (explicit flags"
                       " win);"
@@ -94,6 +105,9 @@ def _parse_args(argv=None) -> argparse.Namespace:
   if bad:
     p.error(f"unknown --models entries: {sorted(bad)}")
   args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+  args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+  if set(args.dtypes) - {"float32", "bfloat16"} or not args.dtypes:
+    p.error(f"--dtypes must be a subset of float32,bfloat16, got {args.dtypes}")
   if args.steps < 1 or args.warmup < 0 or not args.batch_sizes or min(args.batch_sizes) < 1:
     p.error("need --steps >= 1, --warmup >= 0 and batch sizes >= 1")
   return args
@@ -211,10 +225,15 @@ class Case:
   size: int
   ngf: int
   ndf: int
+  dtype: str = "float32"
 
   @property
   def name(self) -> str:
-    return f"{self.model} bs={self.batch_size} {self.size}x{self.size}"
+    return f"{self.model} bs={self.batch_size} {self.size}x{self.size} {self.dtype}"
+
+  @property
+  def torch_key(self) -> tuple[str, int]:
+    return self.model, self.batch_size
 
   @property
   def netG(self) -> str:
@@ -232,6 +251,7 @@ class Case:
     c.batch_size, c.ngf, c.ndf, c.netG = self.batch_size, self.ngf, self.ndf, self.netG
     c.crop_size = self.size
     c.load_size = max(c.load_size, self.size)
+    c.compute_dtype = self.dtype
     config_lib.validate(c)
     return c
 
@@ -281,7 +301,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
   # A 1-device ('data',) mesh, as parallel.make_mesh() gives on one device.
   mesh = jax.make_mesh((1,), (parallel.DATA_AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:1])
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  parallel.check_batch_size(config, mesh)
+  parallel.resolve_batch_size(config, mesh)
 
   nets = state_lib.build_networks(config, spe=1000)
   root = jax.random.key(seed)
@@ -305,6 +325,12 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
+    # A second run: nothing in memory, the executable read back from the persistent cache.
+    jax.clear_caches()
+    t3 = time.perf_counter()
+    cached = train_step.lower(state, batch).compile()
+    cached_s = time.perf_counter() - t3
+    del cached
   lower_s, compile_s = t1 - t0, t2 - t1
   donation_warnings = [str(w.message).splitlines()[0] for w in caught if "donated" in str(w.message)]
   flops = _cost_flops(compiled)
@@ -339,7 +365,8 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
       "netG": case.netG, "netD": config.netD, "norm": config.norm, "gan_mode": config.gan_mode,
       "ngf": case.ngf, "ndf": case.ndf, "dropout": not config.no_dropout, "pool_size": config.pool_size,
       "params": params, "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s,
-      "lower_plus_compile_s": lower_s + compile_s, "warmup_s": warmup_s,
+      "lower_plus_compile_s": lower_s + compile_s, "cached_lower_plus_compile_s": cached_s, "warmup_s": warmup_s,
+      "compute_dtype": case.dtype,
       "flops_per_step": flops, "xla_memory": mem,
       "peak_rss_bytes": rss, "peak_rss_how": rss_how, "donation_warnings": donation_warnings,
       "step_s_median": median, "step_s_all": times, "metrics_finite": finite,
@@ -420,23 +447,26 @@ def markdown(report: dict) -> str:
       f" optax {report['versions']['optax']}, torch {report['versions'].get('torch') or '—'}"
       f" ({a['threads']} threads)",
       f"- JAX: backend {report['jax_backend']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'},"
-      f" 1-device mesh, float32, state donated; git {report['git']['commit']}"
+      f" 1-device mesh, state donated, persistent compilation cache on, glibc malloc keeping freed memory:"
+      f" {'yes' if report.get('keep_freed_memory') else 'no'}; git {report['git']['commit']}"
       + (f" + local changes in {', '.join(report['git']['modified_files'])}" if report['git']['modified_files'] else ""),
       f"- steps: {a['warmup']} warmup + {a['steps']} timed per case (median shown); image {a['size']}x{a['size']},"
       f" ngf {a['ngf']}, ndf {a['ndf']}",
       f"- command: `{report['command']}`",
       "",
-      "| case | JAX step s (median) | PyTorch step s (median) | ratio JAX/PyTorch | JAX img/s | JAX GFLOP/step"
-      " | JAX GFLOP/s | compile s | JAX peak mem GiB (XLA est. / RSS) | PyTorch peak RSS GiB"
-      " | other load, cores (JAX / PyTorch) |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+      "| case | dtype | JAX step s (median) | PyTorch float32 step s (median) | ratio JAX/PyTorch | JAX img/s"
+      " | JAX GFLOP/step | JAX GFLOP/s | compile s (cold / cached) | JAX peak mem GiB (XLA est. / RSS)"
+      " | PyTorch peak RSS GiB | other load, cores (JAX / PyTorch) |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   notes = []
   for c in report["cases"]:
     j, t = c.get("jax", {}), c.get("torch") or {}
-    name = c["case"] + (f" ({j['netG']})" if j.get("netG") and j["netG"] not in ("unet_256", "resnet_9blocks") else "")
+    dtype = c.get("dtype", "float32")
+    name = c["case"].rsplit(" ", 1)[0] if c["case"].endswith(dtype) else c["case"]
+    name += f" ({j['netG']})" if j.get("netG") and j["netG"] not in ("unet_256", "resnet_9blocks") else ""
     if "error" in j:
-      lines.append(f"| {name} | error | {_fmt(t.get('step_s_median'), '.3f')} | — | — | — | — | — | — |"
+      lines.append(f"| {name} | {dtype} | error | {_fmt(t.get('step_s_median'), '.3f')} | — | — | — | — | — | — |"
                    f" {_fmt(t.get('peak_rss_bytes', 0) / GIB or None, '.2f')} | — / {_fmt(t.get('other_load_cores'), '.2f')} |")
       notes.append(f"{c['case']}: JAX failed: {j['error']}")
       continue
@@ -449,16 +479,16 @@ def markdown(report: dict) -> str:
         notes.append(f"{c['case']}: PyTorch ran {t.get('netG')} at {t.get('image_size')}px, ngf {TORCH_NGF}"
                      f" (torch_step.py's fixed setup), JAX {j.get('netG')} at {a['size']}px, ngf {a['ngf']}:"
                      " not comparable, no ratio.")
-    if "error" in t:
+    if "error" in t and dtype == report["settings"]["dtypes"][0]:
       notes.append(f"{c['case']}: PyTorch failed: {t['error']}")
     mem = j.get("xla_memory") or {}
     xla = mem.get("peak_estimate_bytes")
     mem_s = f"{_fmt(xla / GIB if xla else None, '.2f')} / {j['peak_rss_bytes'] / GIB:.2f}"
     trss = t.get("peak_rss_bytes")
     lines.append(
-        f"| {name} | {j['step_s_median']:.3f} | {_fmt(t.get('step_s_median'), '.3f')} | {ratio}"
+        f"| {name} | {dtype} | {j['step_s_median']:.3f} | {_fmt(t.get('step_s_median'), '.3f')} | {ratio}"
         f" | {j['images_per_s']:.2f} | {_fmt(j['flops_per_step'] / 1e9 if j['flops_per_step'] else None, '.1f')}"
-        f" | {_fmt(j['gflops_per_s'], '.1f')} | {j['lower_plus_compile_s']:.1f}"
+        f" | {_fmt(j['gflops_per_s'], '.1f')} | {j['lower_plus_compile_s']:.1f} / {_fmt(j.get('cached_lower_plus_compile_s'), '.1f')}"
         f" | {mem_s} | {_fmt(trss / GIB if trss else None, '.2f')}"
         f" | {_fmt(j.get('other_load_cores'), '.2f')} / {_fmt(t.get('other_load_cores'), '.2f')} |")
     busy = max([x for x in (j.get("other_load_cores"), t.get("other_load_cores")) if x is not None], default=0)
@@ -466,8 +496,10 @@ def markdown(report: dict) -> str:
       notes.append(f"{c['case']}: other processes kept {busy:.2f} cores busy while it was timed: the machine was"
                    " not quiet, rerun before quoting these times.")
   lines += ["", "Columns: step s = median wall time of one optimizer step (G and D updates) after warmup;"
-            " ratio < 1 means JAX is faster; GFLOP/step = XLA cost analysis of the compiled step;"
-            " GFLOP/s = that / JAX median; compile s = lower + compile of the jitted step;"
+            " ratio < 1 means JAX is faster (bfloat16 rows are compared with PyTorch's float32 step);"
+            " GFLOP/step = XLA cost analysis of the compiled step;"
+            " GFLOP/s = that / JAX median; compile s = lower + compile of the jitted step, cold (empty persistent"
+            " cache) / cached (in-memory caches cleared, executable from the on-disk cache, as a second run);"
             " XLA est. = argument + output + temp - aliased bytes of the compiled step;"
             " RSS = peak resident memory of the JAX process during the case (includes compilation) or of"
             " the PyTorch subprocess; other load = mean cores used by OTHER processes during the JAX warmup"
@@ -492,16 +524,25 @@ def main(argv=None) -> int:
           " (see the 'other load' column).", file=sys.stderr, flush=True)
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
+  sys.path.insert(0, str(REPO))
+  from gantx import hostmem
+  keep_freed = False if args.no_keep_freed_memory else hostmem.keep_freed_memory()  # before jax allocates
+
   import flax
   import jax
   import jaxlib
   import optax
 
+  cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="gantx-bench-xla-cache-")
+  jax.config.update("jax_compilation_cache_dir", cache_dir)  # as gantx.train.use_compilation_cache does
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
   cases = []
-  if "pix2pix" in args.models:
-    cases += [Case("pix2pix", bs, args.size, args.ngf, args.ndf) for bs in args.batch_sizes]
-  if "cycle_gan" in args.models:
-    cases.append(Case("cycle_gan", 1, args.size, args.ngf, args.ndf))
+  for dtype in args.dtypes:
+    if "pix2pix" in args.models:
+      cases += [Case("pix2pix", bs, args.size, args.ngf, args.ndf, dtype) for bs in args.batch_sizes]
+    if "cycle_gan" in args.models:
+      cases.append(Case("cycle_gan", 1, args.size, args.ngf, args.ndf, dtype))
   for c in cases:
     try:
       c.config()  # fail on a bad size or width before anything compiles
@@ -515,21 +556,27 @@ def main(argv=None) -> int:
     try:
       r = run_jax_case(case, args.warmup, args.steps, args.seed)
       r["image_size"] = case.size
-      print(f"[jax]   compile {r['lower_plus_compile_s']:.1f} s, median step {r['step_s_median']:.3f} s,"
+      print(f"[jax]   compile {r['lower_plus_compile_s']:.1f} s (cached {r['cached_lower_plus_compile_s']:.1f} s),"
+            f" median step {r['step_s_median']:.3f} s,"
             f" all {[round(x, 3) for x in r['step_s_all']]}, {_fmt(r['gflops_per_s'], '.1f')} GFLOP/s,"
             f" peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", flush=True)
     except Exception as e:  # noqa: BLE001 -- report and go on with the other cases
       failed = True
       traceback.print_exc()
       r = {"error": f"{type(e).__name__}: {e}", "image_size": case.size}
-    results.append({"case": case.name, "model": case.model, "batch_size": case.batch_size, "jax": r,
-                    "torch": None})
+    results.append({"case": case.name, "model": case.model, "batch_size": case.batch_size, "dtype": case.dtype,
+                    "jax": r, "torch": None})
   load_after_jax = _loadavg()
 
   torch_version = None
   if not args.no_torch:
+    torch_runs = {}
     for case, res in zip(cases, results):
+      if case.torch_key in torch_runs:  # the float32 reference, shared by the dtypes of a case
+        res["torch"] = torch_runs[case.torch_key]
+        continue
       t = run_torch_case(case, args)
+      torch_runs[case.torch_key] = t
       if "error" in t:
         failed = True
         print(f"[torch]   FAILED: {t['error']}", file=sys.stderr, flush=True)
@@ -544,9 +591,11 @@ def main(argv=None) -> int:
   report = {
       "date": date,
       "command": command,
-      "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "size", "ngf", "ndf", "warmup", "steps",
-                                                 "seed", "quick", "threads", "torch_python", "torch_size",
+      "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "dtypes", "size", "ngf", "ndf", "warmup",
+                                                 "steps", "seed", "quick", "threads", "torch_python", "torch_size",
                                                  "no_torch")},
+      "keep_freed_memory": keep_freed,
+      "compilation_cache_dir": cache_dir,
       "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
                   "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),
                   "loadavg_start": load_start, "loadavg_after_jax": load_after_jax, "loadavg_end": _loadavg(),
