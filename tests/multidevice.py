@@ -2,7 +2,8 @@
 
 `python tests/multidevice.py compare MODEL STEPS OUT.npz` trains STEPS steps of a tiny MODEL
 on fixed random batches twice in one process, on a 1-device mesh and on a mesh of all devices,
-and saves both final states and metrics. `... train MODEL STEPS WORKDIR OUT.npz [SEED]` runs
+and saves both states, metrics and generator outputs after the first step and after the last
+(`one/1/...`, `all/STEPS/...`). `... train MODEL STEPS WORKDIR OUT.npz [SEED]` runs
 train_and_evaluate (each process of a multi-process run calls it) and saves the final state.
 """
 
@@ -29,19 +30,22 @@ def flat(tree, prefix):
 
 
 def run_on(mesh, config, batches):
+  """{steps done: (state, metrics, outputs)} after the first step and after the last."""
   nets = state_lib.build_networks(config, 10)
   repl, sharded = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   state = jax.device_put(state_lib.init_state(config, nets, jax.random.key(0), (config.crop_size,) * 2), repl)
   step = jax.jit(steps.train_step_fn(config, nets, sharded), in_shardings=(repl, sharded), out_shardings=(repl, repl))
-  metrics = []
-  for batch in batches:
+  metrics, snapshots = [], {}
+  for n, batch in enumerate(batches, 1):
     state, m = step(state, jax.device_put(batch, sharded))
     metrics.append(m)
-  # What the trained generators compute (eval mode) on the first batch.
-  outputs = {name: nets.modules[name].apply({"params": state.params[name], "batch_stats": state.batch_stats[name]},
-                                            batches[0]["A" if name in ("G", "G_A") else "B"], train=False)
-             for name in nets.generators}
-  return state, jax.device_get(metrics), outputs
+    if n in (1, len(batches)):
+      # What the trained generators compute (eval mode) on the first batch.
+      outputs = {name: nets.modules[name].apply(
+          {"params": state.params[name], "batch_stats": state.batch_stats[name]},
+          batches[0]["A" if name in ("G", "G_A") else "B"], train=False) for name in nets.generators}
+      snapshots[n] = jax.device_get((state, metrics, outputs))
+  return snapshots
 
 
 def compare(model: str, num_steps: int, out: str) -> None:
@@ -52,10 +56,10 @@ def compare(model: str, num_steps: int, out: str) -> None:
   one = jax.make_mesh((1,), (parallel.DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
   results = {}
   for name, mesh in (("one", one), ("all", parallel.make_mesh())):
-    state, metrics, outputs = run_on(mesh, config, batches)
-    results.update(flat(state, f"{name}/state"))
-    results.update(flat(metrics, f"{name}/metrics"))
-    results.update(flat(outputs, f"{name}/outputs"))
+    for n, (state, metrics, outputs) in run_on(mesh, config, batches).items():
+      results.update(flat(state, f"{name}/{n}/state"))
+      results.update(flat(metrics, f"{name}/{n}/metrics"))
+      results.update(flat(outputs, f"{name}/{n}/outputs"))
   results["devices"] = np.array(jax.device_count())
   results["flops_per_device"] = np.array([flops_per_device(config, mesh) for mesh in (one, parallel.make_mesh())])
   np.savez(out, **results)

@@ -14,14 +14,20 @@ import pytest
 from conftest import REPO
 
 # float32 tolerances between meshes. Reductions (the gradient all-reduce, batch-norm statistics,
-# loss means) are summed in another order on 8 devices, which moves values by rounding:
+# loss means) are summed in another order on 8 devices, which moves values by rounding.
+# After one step, everything is the same computation up to that rounding:
 RTOL, ATOL = 1e-4, 1e-6  # metrics, batch statistics: relative 1e-4
 IMAGE_ATOL = 1e-5  # generator outputs and pooled images, in [-1, 1]
-PARAM_ATOL = 1e-5  # parameters after 3 steps ...
-LR, STEPS, MAX_LOOSE = 2e-4, 3, 0.01  # ... except entries whose true gradient is zero (conv biases
-# followed by instance norm, which cancels them): Adam scales their rounding noise to steps of up
-# to ~lr, so they may differ by 2 * lr per step. They must be few: at most MAX_LOOSE of all entries.
-MOMENT_RTOL = 1e-3  # Adam's moments (sums of gradients with cancellation), relative to each tensor's scale
+MOMENT_RTOL = 1e-4  # Adam's moments (the first gradient and its square), relative to each tensor's max
+LR, PARAM_ATOL = 2e-4, 1e-5  # parameters, except entries whose true gradient is zero (conv biases
+# followed by a norm, which cancels them): Adam scales their rounding noise (|gradient| < NOISE)
+# to steps of up to lr, so they may differ by 2 * lr.
+NOISE = 2e-6
+# Later steps start from those parameters, so the states follow the same trajectory within
+# bounds that Adam's normalisation of the noise sets (measured worst, on two CPUs and with two
+# formulations of the convolutions: moments 1.1e-2, images 4e-4, losses 1e-4 relative):
+TRAJECTORY_MOMENT_RTOL, TRAJECTORY_IMAGE_ATOL, TRAJECTORY_RTOL = 5e-2, 1e-2, 1e-2
+STEPS = 3
 
 
 def _run(*args, devices: int, env: dict | None = None, timeout: int = 600, check: bool = True):
@@ -33,43 +39,53 @@ def _run(*args, devices: int, env: dict | None = None, timeout: int = 600, check
   return proc
 
 
-def _assert_close(one: dict, many: dict, keys: list[str], steps: int = STEPS) -> None:
-  """many[k] equals one[k] for every key, to the tolerances above (keys name state parts),
-  after `steps` optimizer steps."""
-  total = loose = 0
+def _moment(flat: dict, param_key: str) -> np.ndarray:
+  """Adam's first moment of the parameter entry `state.params[NET]...` (NET in G* or D*)."""
+  path = param_key[len("state.params"):]
+  return flat[f"state.opt_state['{path[2]}'][0].mu{path}"]
+
+
+def _assert_close(one: dict, many: dict, keys: list[str], steps: int) -> None:
+  """many[k] equals one[k] for every key (keys name state parts, metrics, outputs) after `steps`
+  optimizer steps: to rounding after one step, along the same trajectory after more."""
+  first = steps == 1
+  moment_rtol = MOMENT_RTOL if first else TRAJECTORY_MOMENT_RTOL
+  image_atol = IMAGE_ATOL if first else TRAJECTORY_IMAGE_ATOL
+  rtol = RTOL if first else TRAJECTORY_RTOL
   for key in keys:
     a, b = one[key], many[key]
-    part = key.split("/", 1)[-1]
-    if part.startswith("state.params"):
+    if key.startswith("state.params"):
       np.testing.assert_allclose(b, a, rtol=0, atol=2 * LR * steps, err_msg=key)
-      total += a.size
-      loose += int(np.sum(np.abs(b - a) > PARAM_ATOL))
-    elif part.startswith("state.opt_state") and a.ndim:
-      np.testing.assert_allclose(b, a, rtol=0, atol=MOMENT_RTOL * float(np.abs(a).max()) + ATOL, err_msg=key)
-    elif part.startswith(("outputs", "state.pools")):
-      np.testing.assert_allclose(b, a, rtol=0, atol=IMAGE_ATOL, err_msg=key)
+      if first:
+        noise = np.abs(b - a) > PARAM_ATOL
+        assert np.all(np.abs(_moment(one, key))[noise] < NOISE / 2), (key, np.abs(b - a)[noise].max())
+    elif key.startswith("state.opt_state") and a.ndim:
+      np.testing.assert_allclose(b, a, rtol=0, atol=moment_rtol * float(np.abs(a).max()) + ATOL, err_msg=key)
+    elif key.startswith(("outputs", "state.pools")):
+      np.testing.assert_allclose(b, a, rtol=0, atol=image_atol, err_msg=key)
     else:  # metrics, batch statistics, step counts, key
-      np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=key)
-  assert loose <= MAX_LOOSE * total, (loose, total)
+      np.testing.assert_allclose(b, a, rtol=rtol, atol=ATOL, err_msg=key)
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
 def test_eight_devices_equal_one_device(tmp_path, model):
-  """3 steps at global batch 8: parameters, batch statistics, optimizer states, pools, metrics
-  and what the generators compute, on an 8-device mesh, equal those on one device (to the
-  float32 tolerances above)."""
+  """Global batch 8: parameters, batch statistics, optimizer states, pools, metrics and what the
+  generators compute, on an 8-device mesh, equal those on one device (to the float32 tolerances
+  above) after one step and after three."""
   _run("compare", model, STEPS, tmp_path / "r.npz", devices=8)
   r = np.load(tmp_path / "r.npz")
   assert int(r["devices"]) == 8
-  keys = [k[len("one/"):] for k in r.files if k.startswith("one/")]
-  assert any("pools" in k for k in keys) == (model == "cycle_gan")
-  assert any(k.startswith("outputs") for k in keys)
+  for steps in (1, STEPS):
+    prefix = f"one/{steps}/"
+    keys = [k[len(prefix):] for k in r.files if k.startswith(prefix)]
+    assert any("pools" in k for k in keys) == (model == "cycle_gan")
+    assert any(k.startswith("outputs") for k in keys) and any(k.startswith("state.opt_state") for k in keys)
+    _assert_close(*({k: r[f"{mesh}/{steps}/{k}"] for k in keys} for mesh in ("one", "all")), keys, steps)
   # Each device does ~1/8 of the work, plus the replicated Adam update (large for tiny nets).
   # Measured: pix2pix 0.154, cycle_gan 0.129; cycle_gan without the pooled images' sharding
   # constraint (every device running D on the whole pool output) 0.148.
   flops_one, flops_each = r["flops_per_device"]
   assert flops_each < {"pix2pix": 0.16, "cycle_gan": 0.135}[model] * flops_one
-  _assert_close({k: r["one/" + k] for k in keys}, {k: r["all/" + k] for k in keys}, keys)
 
 
 def test_global_batch_that_does_not_divide_the_devices_is_refused(tmp_path):
@@ -112,7 +128,7 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   for i in range(2):
     multi = np.load(tmp_path / f"multi{i}.npz")
     assert int(multi["devices"]) == 4 and int(multi["processes"]) == 2
-    _assert_close(single, multi, [k for k in single.files if k.startswith("state")])
+    _assert_close(single, multi, [k for k in single.files if k.startswith("state")], steps)
   # Only process 0 writes logs; both wrote the checkpoint together.
   assert (tmp_path / "multi" / "metrics.jsonl").exists()
   assert (tmp_path / "multi" / "checkpoints" / str(steps)).exists()

@@ -57,7 +57,9 @@ def test_translate_folder_writes_every_image_and_the_page(runs, tmp_path):
 
 def test_pix2pix_test_time_modes(runs, tmp_path):
   """Default (paper): dropout on, per-image batch statistics; eval: running averages. Both are
-  independent of the batch size, and the default repeats with the same seed."""
+  independent of the batch size, and the default repeats with the same seed. Another batch size
+  changes only float rounding (convolutions block their sums by batch), which the 8-bit output
+  shows as one level on a few pixels; other dropout masks change much more."""
   _write_images(tmp_path / "in", [(32, 32)] * 3)
   gen = translate.from_workdir(runs["pix2pix"])
 
@@ -66,12 +68,15 @@ def test_pix2pix_test_time_modes(runs, tmp_path):
     return np.stack([np.asarray(Image.open(tmp_path / out / "images" / f"img{i}_fake.png")) if i != 1 else
                      np.asarray(Image.open(tmp_path / out / "images" / "sub_img1_fake.png")) for i in range(3)]).astype(int)
 
+  def assert_rounding_apart(a, b):
+    assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 1e-3
+
   default = fakes("a", batch_size=3)
-  np.testing.assert_array_equal(fakes("b", batch_size=1), default)
-  assert np.abs(fakes("c", batch_size=3, seed=123) - default).max() > 0  # other dropout masks
+  np.testing.assert_array_equal(fakes("a2", batch_size=3), default)
+  assert_rounding_apart(fakes("b", batch_size=1), default)
+  assert np.abs(fakes("c", batch_size=3, seed=123) - default).mean() > 1  # other dropout masks
   evaluated = fakes("d", batch_size=3, eval_mode=True)
-  # eval: no randomness; another batch size changes only float rounding (one 8-bit level at most).
-  assert np.abs(fakes("e", batch_size=1, eval_mode=True, seed=5) - evaluated).max() <= 1
+  assert_rounding_apart(fakes("e", batch_size=1, eval_mode=True, seed=5), evaluated)  # no randomness
   assert np.abs(evaluated - default).mean() > 1
 
 
