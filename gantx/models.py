@@ -283,7 +283,8 @@ def _compute_dtype(name: str) -> Any:
 class ConvTranspose(nn.Module):
   """PyTorch `ConvTranspose2d(in, features, k, stride, padding, output_padding)`, square kernel.
 
-  Computed by `conv_transpose_gemm` (GEMM + col2im, gradients as GEMMs). On XLA:CPU the
+  Computed as GEMM + col2im (`conv_transpose_gemm` in bfloat16, whose gradients are GEMMs of
+  the compute dtype too; float32 differentiates the same two steps). On XLA:CPU the
   gradients of the zero-inserting form (`nn.ConvTranspose`, an input-dilated conv) are ~30x
   slower than its forward, and even stride-1 conv gradients are slow at the U-Net's small
   spatial sizes; this form runs the whole layer at GEMM speed (BENCHMARKS.md).
@@ -311,7 +312,12 @@ class ConvTranspose(nn.Module):
     out_w = (w - 1) * s - 2 * p + k + self.output_padding
     if out_h % s or out_w % s:
       raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
-    y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, _compute_dtype(self.compute_dtype))
+    dtype = _compute_dtype(self.compute_dtype)
+    if dtype == _F32:  # autodiff of GEMM + col2im is as fast in float32 (BENCHMARKS.md)
+      z = (x.reshape(-1, c) @ kernel.reshape(c, -1)).reshape(n, h, w, k, k, self.features)
+      y = _col2im(z, k, s, p, out_h, out_w)
+    else:
+      y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, dtype)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
@@ -323,8 +329,8 @@ class Conv(nn.Module):
   Both forms give the same numbers (up to rounding). The choice is static, by shape and
   compute dtype (BENCHMARKS.md): in float32 the native convolution is fastest at large spatial
   sizes but its gradients are slow at the U-Net's inner levels (outputs of 16x16 and less with
-  >= 128 channels), which take the GEMM form (and the PatchGAN's 1-channel last layer gets its
-  own weight gradient: `conv_one_filter`); in
+  >= 128 channels), which take the GEMM form (and the PatchGAN's 1-channel last layer on >= 128
+  channels gets its own weight gradient: `conv_one_filter`); in
   bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels does,
   since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native and float32.
   """
@@ -353,10 +359,11 @@ class Conv(nn.Module):
   def __call__(self, x: Array) -> Array:
     n, h, w, c = x.shape
     k, s, p = self.kernel_size, self.strides, self.padding
+    dtype = _compute_dtype(self.compute_dtype)
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
     if self.uses_gemm(h, w, c):
-      y = conv_gemm(x, kernel, s, p, _compute_dtype(self.compute_dtype))
-    elif self.features == 1 and k > 1:
+      y = conv_gemm(x, kernel, s, p, dtype)
+    elif self.features == 1 and k > 1 and c >= self.gemm_min_channels:
       y = conv_one_filter(x, kernel, s, p)
     else:
       y = _native_conv(x.astype(_F32), kernel, s, p)

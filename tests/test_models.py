@@ -143,3 +143,95 @@ def test_image_size_that_does_not_divide_is_refused_by_name():
   models.check_image_size(c, 256, 512)
   with pytest.raises(ValueError, match="multiples of 4"):
     models.check_image_size(_config(netG="resnet_9blocks"), 258, 256)
+
+
+# --- convolutions as GEMMs, compute dtypes
+
+def _native_conv(x, w, s, p):
+  return jax.lax.conv_general_dilated(x, w, (s, s), [(p, p)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _assert_same_value_and_grads(f, g, *args, tol=1e-4):
+  np.testing.assert_allclose(f(*args), g(*args), atol=tol, rtol=tol)
+  loss = lambda h: lambda *a: jnp.sum(jnp.sin(h(*a)))
+  for a, b in zip(jax.grad(loss(f), argnums=(0, 1))(*args), jax.grad(loss(g), argnums=(0, 1))(*args)):
+    np.testing.assert_allclose(a, b, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 9, 10, 3), 4, 2, 1),  # odd input: the last row and column are not read
+    ((1, 8, 9, 4), 4, 1, 1),  # the PatchGAN's stride-1 layers
+    ((1, 10, 11, 3), 3, 2, 1),  # the ResNet's downsampling
+    ((1, 7, 8, 2), 3, 1, 0),  # the ResNet blocks (reflect-padded outside)
+    ((2, 2, 2, 5), 4, 2, 1),  # the U-Net's innermost level
+])
+def test_conv_gemm_equals_the_native_convolution(shape, kernel, stride, padding):
+  """float32 GEMM form: the same outputs and gradients (its own backward) as XLA's convolution."""
+  with jax.default_matmul_precision("highest"):
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, shape[-1], 3))
+    _assert_same_value_and_grads(lambda x, w: models.conv_gemm(x, w, stride, padding, jnp.dtype("float32")),
+                                 lambda x, w: _native_conv(x, w, stride, padding), x, w)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_filter_conv_equals_the_native_convolution(stride):
+  """The PatchGAN's last layer: its own weight gradient."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 10, 6))
+  w = jax.random.normal(jax.random.key(1), (4, 4, 6, 1))
+  _assert_same_value_and_grads(lambda x, w: models.conv_one_filter(x, w, stride, 1),
+                               lambda x, w: _native_conv(x, w, stride, 1), x, w)
+
+
+def test_bfloat16_layers_are_close_to_float32_and_keep_float32_parameters():
+  """Layers wide enough for the bfloat16 GEMM path: parameters float32 and identical to the
+  float32 layer's, outputs float32 within bfloat16 rounding (relative error < 2%), gradients
+  finite and within 5% (relative L2 norm) of the float32 ones."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 32))
+  for make in (lambda d: models.Conv(32, 4, 2, 1, compute_dtype=d), lambda d: models.Conv(32, 3, 1, 1, compute_dtype=d),
+               lambda d: models.ConvTranspose(16, 4, compute_dtype=d)):
+    f32, bf16 = make("float32"), make("bfloat16")
+    assert bf16.uses_gemm(8, 8, 32) if isinstance(bf16, models.Conv) else True
+    p32, p16 = f32.init(jax.random.key(1), x), bf16.init(jax.random.key(1), x)
+    for a, b in zip(jax.tree.leaves(p32), jax.tree.leaves(p16)):
+      assert b.dtype == jnp.float32
+      np.testing.assert_array_equal(a, b)
+    y32, y16 = f32.apply(p32, x), bf16.apply(p32, x)
+    assert y16.dtype == jnp.float32
+    assert float(jnp.linalg.norm(y16 - y32) / jnp.linalg.norm(y32)) < 0.02
+    g32, g16 = (jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), argnums=(0, 1))(p32, x) for m in (f32, bf16))
+    for a, b in zip(jax.tree.leaves(g32), jax.tree.leaves(g16)):
+      assert b.dtype == a.dtype and bool(jnp.all(jnp.isfinite(b)))
+      assert float(jnp.linalg.norm(b - a) / jnp.linalg.norm(a)) < 0.05
+
+
+@pytest.mark.parametrize("netG,norm,shape", [("unet_32", "batch", (2, 32, 32, 3)),
+                                               ("resnet_2blocks", "instance", (1, 16, 16, 3))])
+def test_bfloat16_networks_match_float32(netG, norm, shape):
+  """compute_dtype='bfloat16' (widths 16+, so the inner layers take the bfloat16 GEMM path):
+  same parameters (float32), float32 outputs within 0.05 of the float32 network's on the tanh
+  scale and D's logits within 5% (relative L2), finite gradients."""
+  c32 = _config(netG=netG, norm=norm, ngf=16, ndf=16, no_dropout=True)
+  c16 = _config(netG=netG, norm=norm, ngf=16, ndf=16, no_dropout=True, compute_dtype="bfloat16")
+  x = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
+  g32, g16 = models.define_G(c32), models.define_G(c16)
+  variables = g32.init(jax.random.key(0), x, train=False)
+  assert jax.tree.map(lambda a: a.dtype, variables) == jax.tree.map(
+      lambda a: a.dtype, g16.init(jax.random.key(0), x, train=False))
+  run = lambda g: g.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+  y32, y16 = run(g32), run(g16)
+  assert y16.dtype == jnp.float32 and float(jnp.max(jnp.abs(y16 - y32))) < 0.05
+  d32, d16 = models.define_D(c32, 6), models.define_D(c16, 6)
+  pair = jax.random.uniform(jax.random.key(3), (2, 32, 32, 6), minval=-1, maxval=1)
+  dvars = d32.init(jax.random.key(2), pair, train=False)
+  logits = lambda d: d.apply(dvars, pair, train=True, mutable=["batch_stats"])[0]
+  l32, l16 = logits(d32), logits(d16)
+  assert l16.dtype == jnp.float32 and float(jnp.linalg.norm(l16 - l32) / jnp.linalg.norm(l32)) < 0.05
+  grads = jax.grad(lambda p: jnp.mean(g16.apply({**variables, "params": p}, x, train=True,
+                                                  mutable=["batch_stats"])[0] ** 2))(variables["params"])
+  assert all(bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+def test_compute_dtype_is_checked():
+  with pytest.raises(ValueError, match="compute_dtype"):
+    models.Conv(16, 3, compute_dtype="float16").init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)))
