@@ -5,7 +5,7 @@ size of --batch-sizes, and cycle_gan (resnet_9blocks, instance norm, lsgan, pool
 each in every compute dtype of --dtypes (float32; bfloat16 mixed precision) -- the script builds
 the train state and jits `steps.train_step_fn` over a 1-device ('data',) mesh exactly as
 `gantx/train.py` does (replicated state, batch sharded on its first axis, state donated, the
-persistent compilation cache on, glibc malloc keeping freed memory: `gantx.hostmem`), then records:
+persistent compilation cache on), then records:
 
   compile s        lower + compile of the step, cold (empty persistent cache) and cached (after
                    jax.clear_caches(), so the executable comes from the on-disk cache, as in a
@@ -77,8 +77,6 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=None, help="timed steps (default 5; --quick: 1)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes of the JAX cases (config.compute_dtype)")
-  p.add_argument("--no-keep-freed-memory", action="store_true",
-                 help="leave glibc malloc at its defaults (gantx.hostmem.keep_freed_memory not called)")
   p.add_argument("--cache-dir", default=None,
                  help="persistent compilation cache directory (default: a fresh temporary one, so the cold compile"
                       " really compiles)")
@@ -447,8 +445,7 @@ def markdown(report: dict) -> str:
       f" optax {report['versions']['optax']}, torch {report['versions'].get('torch') or '—'}"
       f" ({a['threads']} threads)",
       f"- JAX: backend {report['jax_backend']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'},"
-      f" 1-device mesh, state donated, persistent compilation cache on, glibc malloc keeping freed memory:"
-      f" {'yes' if report.get('keep_freed_memory') else 'no'}; git {report['git']['commit']}"
+      f" 1-device mesh, state donated, persistent compilation cache on; git {report['git']['commit']}"
       + (f" + local changes in {', '.join(report['git']['modified_files'])}" if report['git']['modified_files'] else ""),
       f"- steps: {a['warmup']} warmup + {a['steps']} timed per case (median shown); image {a['size']}x{a['size']},"
       f" ngf {a['ngf']}, ndf {a['ndf']}",
@@ -525,8 +522,6 @@ def main(argv=None) -> int:
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
   sys.path.insert(0, str(REPO))
-  from gantx import hostmem
-  keep_freed = False if args.no_keep_freed_memory else hostmem.keep_freed_memory()  # before jax allocates
 
   import flax
   import jax
@@ -594,7 +589,6 @@ def main(argv=None) -> int:
       "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "dtypes", "size", "ngf", "ndf", "warmup",
                                                  "steps", "seed", "quick", "threads", "torch_python", "torch_size",
                                                  "no_torch")},
-      "keep_freed_memory": keep_freed,
       "compilation_cache_dir": cache_dir,
       "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
                   "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),

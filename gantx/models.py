@@ -327,12 +327,14 @@ class Conv(nn.Module):
   """`nn.Conv` with symmetric zero padding: XLA's native convolution, or `conv_gemm`.
 
   Both forms give the same numbers (up to rounding). The choice is static, by shape and
-  compute dtype (BENCHMARKS.md): in float32 the native convolution is fastest at large spatial
-  sizes but its gradients are slow at the U-Net's inner levels (outputs of 16x16 and less with
-  >= 128 channels), which take the GEMM form (and the PatchGAN's 1-channel last layer on >= 128
-  channels gets its own weight gradient: `conv_one_filter`); in
-  bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels does,
-  since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native and float32.
+  compute dtype (BENCHMARKS.md). In float32, XLA:CPU's weight gradients of the 4x4 convolutions
+  (U-Net encoder, PatchGAN) are slow at every size, so those take the GEMM form from
+  `gemm_min_channels_4x4` input channels; other kernels (the ResNet's 3x3, fastest native at
+  64x64 and above) only at outputs of 16x16 and less with >= 128 channels. The PatchGAN's
+  1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
+  bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
+  the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
+  and float32.
   """
 
   features: int
@@ -344,6 +346,7 @@ class Conv(nn.Module):
   compute_dtype: str = "float32"
   gemm_max_pixels: int = 16 * 16  # float32: GEMM when out_h * out_w is at most this ...
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
+  gemm_min_channels_4x4: int = 64  # float32, 4x4 kernels: GEMM from this many input channels
   gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
 
   def uses_gemm(self, h: int, w: int, c: int) -> bool:
@@ -353,6 +356,8 @@ class Conv(nn.Module):
       return False  # conv_one_filter
     if self.compute_dtype == "bfloat16":
       return min(c, self.features) >= self.gemm_min_channels_bf16
+    if k == 4:
+      return c >= self.gemm_min_channels_4x4
     return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
 
   @nn.compact
