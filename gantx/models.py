@@ -283,8 +283,7 @@ def _compute_dtype(name: str) -> Any:
 class ConvTranspose(nn.Module):
   """PyTorch `ConvTranspose2d(in, features, k, stride, padding, output_padding)`, square kernel.
 
-  Computed as GEMM + col2im (`conv_transpose_gemm` in bfloat16, whose gradients are GEMMs of
-  the compute dtype too; float32 differentiates the same two steps). On XLA:CPU the
+  Computed by `conv_transpose_gemm` (GEMM + col2im, gradients as GEMMs). On XLA:CPU the
   gradients of the zero-inserting form (`nn.ConvTranspose`, an input-dilated conv) are ~30x
   slower than its forward, and even stride-1 conv gradients are slow at the U-Net's small
   spatial sizes; this form runs the whole layer at GEMM speed (BENCHMARKS.md).
@@ -312,12 +311,7 @@ class ConvTranspose(nn.Module):
     out_w = (w - 1) * s - 2 * p + k + self.output_padding
     if out_h % s or out_w % s:
       raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
-    dtype = _compute_dtype(self.compute_dtype)
-    if dtype == _F32:  # autodiff of GEMM + col2im is as fast in float32 (BENCHMARKS.md)
-      z = (x.reshape(-1, c) @ kernel.reshape(c, -1)).reshape(n, h, w, k, k, self.features)
-      y = _col2im(z, k, s, p, out_h, out_w)
-    else:
-      y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, dtype)
+    y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, _compute_dtype(self.compute_dtype))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
