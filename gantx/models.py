@@ -347,7 +347,7 @@ class Conv(nn.Module):
     k, s, p = self.kernel_size, self.strides, self.padding
     out_h, out_w = _conv_out_hw(h, w, k, s, p)
     if self.features == 1:
-      return False  # conv_one_filter
+      return False  # conv_one_filter on wide inputs, else native (__call__)
     if self.compute_dtype == "bfloat16":
       return min(c, self.features) >= self.gemm_min_channels_bf16
     if k == 4:
