@@ -1,8 +1,9 @@
-"""Time gantx train steps (JAX, XLA:CPU) against the official PyTorch steps, in one run.
+"""Time gantx train steps (JAX) against the official PyTorch steps, in one run, on the CPU or a GPU.
 
 For each case -- pix2pix (unet_256, batch norm, dropout, basic D, vanilla GAN) at every batch
-size of --batch-sizes, and cycle_gan (resnet_9blocks, instance norm, lsgan, pool 50) at batch 1,
-each in every compute dtype of --dtypes (float32; bfloat16 mixed precision) -- the script builds
+size of --batch-sizes, and cycle_gan (resnet_9blocks, instance norm, lsgan, pool 50) at every
+size of --cyclegan-batch-sizes (default 1), each in every compute dtype of --dtypes (float32;
+bfloat16 mixed precision) -- the script builds
 the train state and jits `steps.train_step_fn` over a 1-device ('data',) mesh exactly as
 `gantx/train.py` does (replicated state, batch sharded on its first axis, state donated, the
 persistent compilation cache on), then records:
@@ -12,16 +13,23 @@ persistent compilation cache on), then records:
                    second run); the state init is timed apart
   GFLOP/step       XLA's cost analysis of the compiled step
   XLA mem          compiled.memory_analysis(): argument + output + temp - alias bytes
-  peak RSS         the process's peak resident memory during the case (VmHWM, reset per case)
-  step times       --warmup untimed steps, then --steps steps, each ended by block_until_ready
+  peak RSS         the process's peak resident memory during the case (VmHWM, reset per case);
+                   on a GPU also the device's peak bytes in use (of the process so far)
+  step times       --warmup untimed steps, then --steps timed samples, each ended by
+                   block_until_ready: one step per sample, or (--sample-s > 0, for GPUs, where
+                   one step is short and a sync per step would time the host) as many steps as
+                   take about that long
 
-Then, with JAX idle (all JAX cases finish first), it runs the PyTorch reference
-`benchmarks/torch_step.py` in the separate torch environment, one subprocess per case, and reads
-the JSON object on its last stdout line (float32: PyTorch has no bfloat16 reference step). The
-two never run at the same time.
+First, before JAX touches a device, it runs the PyTorch reference `benchmarks/torch_step.py` in
+the separate torch environment, one subprocess per model, and reads the JSON object on its last
+stdout line: on the CPU in float32 (bfloat16 rows are compared with it), on a GPU (--device gpu)
+in each dtype (bfloat16 under torch.autocast). The two frameworks never run at the same time,
+and on a GPU the torch processes have exited (their memory freed) before JAX allocates.
 
     .venv/bin/python benchmarks/step_time.py --out benchmarks/results.json   # full (minutes)
     .venv/bin/python benchmarks/step_time.py --quick                         # plumbing check (~1 min)
+    python3 benchmarks/step_time.py --device gpu --torch-python python3 --batch-sizes 1,4,16,64 \
+        --cyclegan-batch-sizes 1,4,16,64 --sample-s 0.5 --steps 5 --warmup 2 --out results.json
 
 Prints a markdown block (machine, versions, command, table) that can be pasted into
 BENCHMARKS.md; --out writes the same results, and that markdown, as JSON.
@@ -69,7 +77,15 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default="pix2pix,cycle_gan", help="comma separated subset of pix2pix,cycle_gan")
   p.add_argument("--batch-sizes", default=None, help="pix2pix batch sizes, comma separated (default 1,4;"
-                 " --quick: 1); cycle_gan always runs at batch 1")
+                 " --quick: 1)")
+  p.add_argument("--cyclegan-batch-sizes", default="1", help="cycle_gan batch sizes, comma separated (default 1)")
+  p.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                 help="where both frameworks run: cpu (default) or gpu (JAX's CUDA backend, torch on cuda)")
+  p.add_argument("--sample-s", type=float, default=0.0,
+                 help="> 0: each timed sample runs as many steps as take about this long, one sync per sample"
+                      " (for GPUs); 0 (default): one step per sample")
+  p.add_argument("--deadline-s", type=float, default=0.0,
+                 help="> 0: skip the JAX cases that would start after this many seconds (recorded as skipped)")
   p.add_argument("--size", type=int, default=None, help="square image side (default 256; --quick: 64)")
   p.add_argument("--ngf", type=int, default=None, help="generator width (default 64; --quick: 8)")
   p.add_argument("--ndf", type=int, default=None, help="discriminator width (default 64; --quick: 8)")
@@ -77,6 +93,9 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=None, help="timed steps (default 5; --quick: 1)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes of the JAX cases (config.compute_dtype)")
+  p.add_argument("--conv-impl", default="auto", help="config.conv_impl of the JAX cases: auto (default), xla, gemm")
+  p.add_argument("--no-cached-compile", action="store_true",
+                 help="skip the second (cached) lower + compile of each step (saves time on GPUs)")
   p.add_argument("--cache-dir", default=None,
                  help="persistent compilation cache directory (default: a fresh temporary one, so the cold compile"
                       " really compiles)")
@@ -103,10 +122,12 @@ def _parse_args(argv=None) -> argparse.Namespace:
   if bad:
     p.error(f"unknown --models entries: {sorted(bad)}")
   args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+  args.cyclegan_batch_sizes = [int(b) for b in args.cyclegan_batch_sizes.split(",") if b.strip()]
   args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
   if set(args.dtypes) - {"float32", "bfloat16"} or not args.dtypes:
     p.error(f"--dtypes must be a subset of float32,bfloat16, got {args.dtypes}")
-  if args.steps < 1 or args.warmup < 0 or not args.batch_sizes or min(args.batch_sizes) < 1:
+  if (args.steps < 1 or args.warmup < 0 or not args.batch_sizes or not args.cyclegan_batch_sizes
+      or min(args.batch_sizes + args.cyclegan_batch_sizes) < 1):
     p.error("need --steps >= 1, --warmup >= 0 and batch sizes >= 1")
   return args
 
@@ -224,14 +245,15 @@ class Case:
   ngf: int
   ndf: int
   dtype: str = "float32"
+  conv_impl: str = "auto"
 
   @property
   def name(self) -> str:
     return f"{self.model} bs={self.batch_size} {self.size}x{self.size} {self.dtype}"
 
-  @property
-  def torch_key(self) -> tuple[str, int]:
-    return self.model, self.batch_size
+  def torch_key(self, device: str) -> tuple[str, int, str]:
+    """The PyTorch run this case is compared with: the same dtype on a GPU, float32 on the CPU."""
+    return self.model, self.batch_size, self.dtype if device == "gpu" else "float32"
 
   @property
   def netG(self) -> str:
@@ -250,12 +272,14 @@ class Case:
     c.crop_size = self.size
     c.load_size = max(c.load_size, self.size)
     c.compute_dtype = self.dtype
+    c.conv_impl = self.conv_impl
     config_lib.validate(c)
     return c
 
 
 def _cost_flops(compiled) -> float | None:
-  """FLOPs from compiled.cost_analysis(): a dict in jax 0.12 (a list of dicts in older jax)."""
+  """FLOPs from .cost_analysis() of a Compiled or Lowered: a dict in jax 0.12 (a list of dicts in
+  older jax)."""
   try:
     ca = compiled.cost_analysis()
   except Exception:  # noqa: BLE001 -- some backends do not implement it
@@ -285,7 +309,17 @@ def _memory_stats(compiled) -> dict | None:
   return out
 
 
-def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
+def _device_peak_bytes(device) -> int | None:
+  """The device's peak bytes in use (of this process so far: XLA cannot reset it); None on the CPU."""
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001
+    return None
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: float = 0.0,
+                 cached_compile: bool = True) -> dict:
   import functools
 
   import jax
@@ -323,15 +357,19 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    # A second run: nothing in memory, the executable read back from the persistent cache.
-    jax.clear_caches()
-    t3 = time.perf_counter()
-    cached = train_step.lower(state, batch).compile()
-    cached_s = time.perf_counter() - t3
-    del cached
+    cached_s = None
+    if cached_compile:  # A second run: nothing in memory, the executable read back from the persistent cache.
+      jax.clear_caches()
+      t3 = time.perf_counter()
+      cached = train_step.lower(state, batch).compile()
+      cached_s = time.perf_counter() - t3
+      del cached
   lower_s, compile_s = t1 - t0, t2 - t1
   donation_warnings = [str(w.message).splitlines()[0] for w in caught if "donated" in str(w.message)]
   flops = _cost_flops(compiled)
+  # The same count before XLA's rewrites (cuDNN custom calls on GPUs may not be counted after).
+  flops_lowered = _cost_flops(lowered)
+  flops = flops or flops_lowered
   mem = _memory_stats(compiled)
   del lowered
 
@@ -342,19 +380,26 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
 
   # Other processes' load is measured over the warmup and timed steps (/proc/stat ticks are 10 ms).
   busy0, own0, wall0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
-  for _ in range(warmup):
+  last = 0.0
+  for _ in range(max(warmup, 1 if sample_s > 0 else 0)):
+    t0 = time.perf_counter()
     state, metrics = one_step(state)
+    last = time.perf_counter() - t0
   warmup_s = time.perf_counter() - wall0
+  chunk = max(1, round(sample_s / last)) if sample_s > 0 else 1
   times = []
   for _ in range(steps_n):
     t0 = time.perf_counter()
-    state, metrics = one_step(state)
-    times.append(time.perf_counter() - t0)
+    for _ in range(chunk):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - t0) / chunk)
   timed_wall = time.perf_counter() - wall0
   own_cpu = _own_cpu_s() - own0
   other = _other_load(busy0, _busy_cpu_s(), own_cpu, timed_wall)
   finite = bool(all(np.isfinite(float(v)) for v in jax.device_get(metrics).values()))
   rss, rss_how = _peak_rss_bytes(reset_ok)
+  device_peak = _device_peak_bytes(jax.devices()[0])
   median = statistics.median(times)
   del state, metrics, batch, compiled, train_step
   gc.collect()
@@ -364,8 +409,9 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int) -> dict:
       "ngf": case.ngf, "ndf": case.ndf, "dropout": not config.no_dropout, "pool_size": config.pool_size,
       "params": params, "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s,
       "lower_plus_compile_s": lower_s + compile_s, "cached_lower_plus_compile_s": cached_s, "warmup_s": warmup_s,
-      "compute_dtype": case.dtype,
-      "flops_per_step": flops, "xla_memory": mem,
+      "compute_dtype": case.dtype, "conv_impl": config.conv_impl,
+      "flops_per_step": flops, "flops_per_step_lowered": flops_lowered, "xla_memory": mem,
+      "device_peak_bytes_so_far": device_peak, "steps_per_sample": chunk,
       "peak_rss_bytes": rss, "peak_rss_how": rss_how, "donation_warnings": donation_warnings,
       "step_s_median": median, "step_s_all": times, "metrics_finite": finite,
       "images_per_s": case.batch_size / median,
@@ -384,19 +430,24 @@ def _torch_size(case: Case, args) -> int:
   return size
 
 
-def run_torch_case(case: Case, args) -> dict:
+def run_torch_model(model: str, cases: list[Case], args) -> dict:
+  """One torch_step.py subprocess for all of `model`'s cases: {torch_key: result dict}."""
   python = pathlib.Path(args.torch_python)
-  if not python.is_absolute():
+  if not python.is_absolute() and "/" in args.torch_python:
     python = REPO / python
-  size = _torch_size(case, args)
+  size = _torch_size(cases[0], args)
+  keys = sorted({c.torch_key(args.device) for c in cases})
+  batch_sizes = sorted({k[1] for k in keys})
+  dtypes = sorted({k[2] for k in keys}, reverse=True)  # float32 first
   cmd = [str(python), str(TORCH_SCRIPT), "--threads", str(args.threads), "--warmup", str(args.warmup),
-         "--steps", str(args.steps), "--batch-sizes", str(case.batch_size), "--models", case.model,
-         "--image-size", str(size), "--seed", str(args.seed)]
+         "--steps", str(args.steps), "--batch-sizes", ",".join(map(str, batch_sizes)), "--models", model,
+         "--image-size", str(size), "--seed", str(args.seed), "--device", "cuda" if args.device == "gpu" else "cpu",
+         "--dtypes", ",".join(dtypes), "--sample-s", str(args.sample_s)]
   info = {"command": shlex.join(cmd), "image_size": size, "ngf": TORCH_NGF, "ndf": TORCH_NDF,
-          "netG": TORCH_PIX2PIX_NETG if case.model == "pix2pix" else "resnet_9blocks"}
-  if not python.exists():
-    return {**info, "error": f"{python} not found (see benchmarks/README.md, or pass --no-torch)"}
-  print(f"[torch] {case.name}: {info['command']}", flush=True)
+          "netG": TORCH_PIX2PIX_NETG if model == "pix2pix" else "resnet_9blocks"}
+  if "/" in str(python) and not python.exists():
+    return {k: {**info, "error": f"{python} not found (see benchmarks/README.md, or pass --no-torch)"} for k in keys}
+  print(f"[torch] {model}: {info['command']}", flush=True)
   t0, busy0 = time.perf_counter(), _busy_cpu_s()
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
@@ -410,17 +461,53 @@ def run_torch_case(case: Case, args) -> dict:
   info["wall_s"] = time.perf_counter() - t0
   # Over the whole subprocess (import, build, warmup, timing): the parent only waits meanwhile.
   info["other_load_cores"] = _other_load(busy0, _busy_cpu_s(), usage.ru_utime + usage.ru_stime, info["wall_s"])
-  if proc.returncode != 0:
-    return {**info, "error": f"exit code {proc.returncode}", "output_tail": lines[-20:]}
   try:
-    out = json.loads(lines[-1])
-    (result,) = [r for r in out["results"] if r["model"] == case.model and r["batch_size"] == case.batch_size]
-  except (IndexError, ValueError, KeyError) as e:
-    return {**info, "error": f"could not read the JSON line: {e!r}", "output_tail": lines[-20:]}
-  return {**info, "step_s_median": result["step_s_median"], "step_s_all": result["step_s_all"],
-          "images_per_s": case.batch_size / result["step_s_median"], "torch_version": out.get("torch_version"),
-          "threads": out.get("threads"), "loadavg_1min_start_end": out.get("loadavg_1min_start_end"),
-          "peak_rss_bytes": out.get("peak_rss_bytes")}
+    out = json.loads(lines[-1]) if proc.returncode == 0 else None
+  except (IndexError, ValueError) as e:
+    out, info["error"] = None, f"could not read the JSON line: {e!r}"
+  if out is None:
+    info.setdefault("error", f"exit code {proc.returncode}")
+    return {k: {**info, "output_tail": lines[-20:]} for k in keys}
+  info.update(torch_version=out.get("torch_version"), threads=out.get("threads"), device=out.get("device"),
+              cudnn_allow_tf32=out.get("cudnn_allow_tf32"),
+              loadavg_1min_start_end=out.get("loadavg_1min_start_end"))
+  results = {}
+  for key in keys:
+    found = [r for r in out["results"] if (r["model"], r["batch_size"], r["dtype"]) == key]
+    if not found:
+      results[key] = {**info, "error": "no result for this case in the JSON line"}
+    elif "error" in found[0]:
+      results[key] = {**info, "error": found[0]["error"]}
+    else:
+      r = found[0]
+      results[key] = {**info, "step_s_median": r["step_s_median"], "step_s_all": r["step_s_all"],
+                      "steps_per_sample": r.get("steps_per_sample", 1), "dtype": r["dtype"],
+                      "images_per_s": key[1] / r["step_s_median"], "peak_rss_bytes": r.get("peak_rss_bytes"),
+                      "peak_device_bytes": r.get("peak_device_bytes")}
+  return results
+
+
+def measure_matmul_ceilings() -> dict:
+  """TFLOP/s of an 8192^3 matmul in bfloat16 and in float32 at JAX's default precision (TF32 on
+  recent GPUs): the ceilings a step's FLOP rate is compared with."""
+  import jax
+  import jax.numpy as jnp
+
+  n, out = 8192, {}
+  for name in ("bfloat16", "float32"):
+    a = jax.random.normal(jax.random.key(1), (n, n), name)
+    b = jax.random.normal(jax.random.key(2), (n, n), name)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(5):
+      t0 = time.perf_counter()
+      for _ in range(10):
+        c = f(a, b)
+      c.block_until_ready()
+      times.append((time.perf_counter() - t0) / 10)
+    out[name] = 2 * n**3 / statistics.median(times) / 1e12
+  return out
 
 
 # ----------------------------------------------------------------------------- report
@@ -432,29 +519,41 @@ def _fmt(x, spec, missing="—"):
 
 def markdown(report: dict) -> str:
   m, a = report["machine"], report["settings"]
+  gpu = a["device"] == "gpu"
+  ceil = report.get("matmul_tflops") or {}
+  quick = " — QUICK plumbing check, not a measurement" if a["quick"] else ""
   lines = [
-      f"### gantx train step: JAX vs PyTorch (CPU){' — QUICK plumbing check, not a measurement' if a['quick'] else ''}",
+      f"### gantx train step: JAX vs PyTorch ({report.get('device_name') or a['device']}){quick}",
       "",
       f"- date: {report['date']}",
       f"- machine: {m['cpu']}, {m['usable_cores']} usable cores (os.cpu_count {m['cpu_count']}),"
       f" {m['mem_total_gib']} GiB RAM; {', '.join(m['cpu_flags']) or 'no AVX flags'}",
-      f"- load average (1/5/15 min): start {m['loadavg_start']}, after JAX {m['loadavg_after_jax']},"
-      f" end {m['loadavg_end']}",
+      f"- load average (1/5/15 min): start {m['loadavg_start']}, end {m['loadavg_end']}",
       f"- versions: python {report['versions']['python']}, jax {report['versions']['jax']},"
       f" jaxlib {report['versions']['jaxlib']}, flax {report['versions']['flax']},"
       f" optax {report['versions']['optax']}, torch {report['versions'].get('torch') or '—'}"
-      f" ({a['threads']} threads)",
+      + ("" if gpu else f" ({a['threads']} threads)"),
       f"- JAX: backend {report['jax_backend']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'},"
-      f" 1-device mesh, state donated, persistent compilation cache on; git {report['git']['commit']}"
+      f" conv_impl {a['conv_impl']}, 1-device mesh, state donated, persistent compilation cache on;"
+      f" git {report['git']['commit']}"
       + (f" + local changes in {', '.join(report['git']['modified_files'])}" if report['git']['modified_files'] else ""),
-      f"- steps: {a['warmup']} warmup + {a['steps']} timed per case (median shown); image {a['size']}x{a['size']},"
-      f" ngf {a['ngf']}, ndf {a['ndf']}",
+      f"- steps: {a['warmup']} warmup + {a['steps']} timed samples per case (median shown)"
+      + (f", each sample about {a['sample_s']} s of steps ended by one sync" if a["sample_s"] else ", one step each")
+      + f"; image {a['size']}x{a['size']}, ngf {a['ngf']}, ndf {a['ndf']}",
       f"- command: `{report['command']}`",
+  ]
+  if ceil:
+    lines.append(f"- measured ceilings (8192^3 matmul, JAX): bfloat16 {ceil['bfloat16']:.0f} TFLOP/s, float32 at"
+                 f" default precision {ceil['float32']:.0f} TFLOP/s")
+  torch_dtype = "same dtype" if gpu else "float32"
+  lines += [
       "",
-      "| case | dtype | JAX step s (median) | PyTorch float32 step s (median) | ratio JAX/PyTorch | JAX img/s"
-      " | JAX GFLOP/step | JAX GFLOP/s | compile s (cold / cached) | JAX peak mem GiB (XLA est. / RSS)"
-      " | PyTorch peak RSS GiB | other load, cores (JAX / PyTorch) |",
-      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+      f"| case | dtype | JAX step s (median) | PyTorch step s ({torch_dtype}) | ratio JAX/PyTorch | JAX img/s"
+      " | PyTorch img/s | JAX GFLOP/step | JAX TFLOP/s" + (" | JAX / PyTorch % of ceiling" if ceil else "")
+      + " | compile s (cold / cached)"
+      + (" | JAX mem GiB (XLA est. / device peak so far) | PyTorch device peak GiB" if gpu else
+         " | JAX peak mem GiB (XLA est. / RSS) | PyTorch peak RSS GiB | other load, cores (JAX / PyTorch)") + " |",
+      "|---|---|" + "---:|" * (11 + bool(ceil) - gpu),
   ]
   notes = []
   for c in report["cases"]:
@@ -462,45 +561,59 @@ def markdown(report: dict) -> str:
     dtype = c.get("dtype", "float32")
     name = c["case"].rsplit(" ", 1)[0] if c["case"].endswith(dtype) else c["case"]
     name += f" ({j['netG']})" if j.get("netG") and j["netG"] not in ("unet_256", "resnet_9blocks") else ""
-    if "error" in j:
-      lines.append(f"| {name} | {dtype} | error | {_fmt(t.get('step_s_median'), '.3f')} | — | — | — | — | — | — |"
-                   f" {_fmt(t.get('peak_rss_bytes', 0) / GIB or None, '.2f')} | — / {_fmt(t.get('other_load_cores'), '.2f')} |")
-      notes.append(f"{c['case']}: JAX failed: {j['error']}")
+    tstep = t.get("step_s_median")
+    if "error" in t and (gpu or dtype == a["dtypes"][0]):
+      notes.append(f"{c['case']}: PyTorch failed: {t['error']}")
+    if "error" in j or "skipped" in j:
+      what = "error" if "error" in j else "skipped"
+      notes.append(f"{c['case']}: JAX {what}: {j.get('error') or j.get('skipped')}")
+      lines.append(f"| {name} | {dtype} | {what} | {_fmt(tstep, '.4f')} |" + " — |" * (9 + bool(ceil) - gpu))
       continue
     ratio = "—"
-    if t.get("step_s_median"):
+    if tstep:
       if _same_setup_dict(c):
-        ratio = f"{j['step_s_median'] / t['step_s_median']:.2f}"
+        ratio = f"{j['step_s_median'] / tstep:.2f}"
       else:
         ratio = "n/a*"
         notes.append(f"{c['case']}: PyTorch ran {t.get('netG')} at {t.get('image_size')}px, ngf {TORCH_NGF}"
                      f" (torch_step.py's fixed setup), JAX {j.get('netG')} at {a['size']}px, ngf {a['ngf']}:"
                      " not comparable, no ratio.")
-    if "error" in t and dtype == report["settings"]["dtypes"][0]:
-      notes.append(f"{c['case']}: PyTorch failed: {t['error']}")
+    flops = j.get("flops_per_step")
+    jt = flops / j["step_s_median"] / 1e12 if flops else None
+    row = (f"| {name} | {dtype} | {j['step_s_median']:.4f} | {_fmt(tstep, '.4f')} | {ratio}"
+           f" | {j['images_per_s']:.2f} | {_fmt(c['batch_size'] / tstep if tstep else None, '.2f')}"
+           f" | {_fmt(flops / 1e9 if flops else None, '.1f')} | {_fmt(jt, '.3f')}")
+    if ceil:
+      peak = ceil[dtype] * 1e12
+      tt = flops / tstep if flops and tstep and ratio != "n/a*" else None
+      row += f" | {_fmt(jt * 1e12 / peak * 100 if jt else None, '.1f')} / {_fmt(tt / peak * 100 if tt else None, '.1f')}"
+    row += f" | {j['lower_plus_compile_s']:.1f} / {_fmt(j.get('cached_lower_plus_compile_s'), '.1f')}"
     mem = j.get("xla_memory") or {}
     xla = mem.get("peak_estimate_bytes")
-    mem_s = f"{_fmt(xla / GIB if xla else None, '.2f')} / {j['peak_rss_bytes'] / GIB:.2f}"
-    trss = t.get("peak_rss_bytes")
-    lines.append(
-        f"| {name} | {dtype} | {j['step_s_median']:.3f} | {_fmt(t.get('step_s_median'), '.3f')} | {ratio}"
-        f" | {j['images_per_s']:.2f} | {_fmt(j['flops_per_step'] / 1e9 if j['flops_per_step'] else None, '.1f')}"
-        f" | {_fmt(j['gflops_per_s'], '.1f')} | {j['lower_plus_compile_s']:.1f} / {_fmt(j.get('cached_lower_plus_compile_s'), '.1f')}"
-        f" | {mem_s} | {_fmt(trss / GIB if trss else None, '.2f')}"
-        f" | {_fmt(j.get('other_load_cores'), '.2f')} / {_fmt(t.get('other_load_cores'), '.2f')} |")
+    gib = lambda b: b / GIB if b else None
+    if gpu:
+      row += (f" | {_fmt(gib(xla), '.2f')} / {_fmt(gib(j.get('device_peak_bytes_so_far')), '.2f')}"
+              f" | {_fmt(gib(t.get('peak_device_bytes')), '.2f')} |")
+    else:
+      row += (f" | {_fmt(gib(xla), '.2f')} / {j['peak_rss_bytes'] / GIB:.2f} | {_fmt(gib(t.get('peak_rss_bytes')), '.2f')}"
+              f" | {_fmt(j.get('other_load_cores'), '.2f')} / {_fmt(t.get('other_load_cores'), '.2f')} |")
+    lines.append(row)
     busy = max([x for x in (j.get("other_load_cores"), t.get("other_load_cores")) if x is not None], default=0)
-    if busy > BUSY_CORES:
+    if busy > BUSY_CORES and not gpu:
       notes.append(f"{c['case']}: other processes kept {busy:.2f} cores busy while it was timed: the machine was"
                    " not quiet, rerun before quoting these times.")
   lines += ["", "Columns: step s = median wall time of one optimizer step (G and D updates) after warmup;"
-            " ratio < 1 means JAX is faster (bfloat16 rows are compared with PyTorch's float32 step);"
-            " GFLOP/step = XLA cost analysis of the compiled step;"
-            " GFLOP/s = that / JAX median; compile s = lower + compile of the jitted step, cold (empty persistent"
+            " ratio < 1 means JAX is faster" + ("" if gpu else " (bfloat16 rows are compared with PyTorch's float32 step)")
+            + "; GFLOP/step = XLA cost analysis of the compiled step (the same count serves PyTorch's rate);"
+            " TFLOP/s = that / median step time; % of ceiling = that rate over the measured matmul rate of the row's"
+            " dtype; compile s = lower + compile of the jitted step, cold (empty persistent"
             " cache) / cached (in-memory caches cleared, executable from the on-disk cache, as a second run);"
-            " XLA est. = argument + output + temp - aliased bytes of the compiled step;"
-            " RSS = peak resident memory of the JAX process during the case (includes compilation) or of"
-            " the PyTorch subprocess; other load = mean cores used by OTHER processes during the JAX warmup"
-            " + timed steps / during the whole PyTorch subprocess (from /proc/stat; ~0 on a quiet machine)."]
+            " XLA est. = argument + output + temp - aliased bytes of the compiled step"
+            + ("; device peak = peak bytes in use on the GPU (JAX: of the process so far, cases run in table order;"
+               " PyTorch: torch.cuda.max_memory_allocated per case)." if gpu else
+               "; RSS = peak resident memory of the JAX process during the case (includes compilation) or of"
+               " the PyTorch subprocess; other load = mean cores used by OTHER processes during the JAX warmup"
+               " + timed steps / during the whole PyTorch subprocess (from /proc/stat; ~0 on a quiet machine).")]
   if notes:
     lines += [""] + [f"- {n}" for n in notes]
   return "\n".join(lines)
@@ -512,11 +625,19 @@ def _same_setup_dict(c: dict) -> bool:
           and t.get("netG") == j.get("netG"))
 
 
+def _save(report: dict, out: str | None) -> None:
+  if out:
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv=None) -> int:
+  t_start = time.perf_counter()
   args = _parse_args(argv)
   command = _command_line()
   load_start = _loadavg()
-  if load_start[0] > BUSY_CORES * 2:
+  if load_start[0] > BUSY_CORES * 2 and args.device == "cpu":
     print(f"WARNING: load average {load_start} at start: the machine is not quiet; times will be inflated"
           " (see the 'other load' column).", file=sys.stderr, flush=True)
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -524,7 +645,7 @@ def main(argv=None) -> int:
   sys.path.insert(0, str(REPO))
 
   import flax
-  import jax
+  import jax  # no device is touched until the PyTorch runs are over
   import jaxlib
   import optax
 
@@ -532,83 +653,91 @@ def main(argv=None) -> int:
   jax.config.update("jax_compilation_cache_dir", cache_dir)  # as gantx.train.use_compilation_cache does
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
-  cases = []
-  for dtype in args.dtypes:
-    if "pix2pix" in args.models:
-      cases += [Case("pix2pix", bs, args.size, args.ngf, args.ndf, dtype) for bs in args.batch_sizes]
-    if "cycle_gan" in args.models:
-      cases.append(Case("cycle_gan", 1, args.size, args.ngf, args.ndf, dtype))
+  # Small batches first, so that a --deadline-s cuts the largest ones.
+  cases = [Case(model, bs, args.size, args.ngf, args.ndf, dtype, args.conv_impl)
+           for bs in sorted(set(args.batch_sizes) | set(args.cyclegan_batch_sizes))
+           for model in args.models
+           if bs in (args.batch_sizes if model == "pix2pix" else args.cyclegan_batch_sizes)
+           for dtype in args.dtypes]
   for c in cases:
     try:
       c.config()  # fail on a bad size or width before anything compiles
     except ValueError as e:
       raise SystemExit(f"step_time.py: {c.name}: {e}") from None
 
-  results = []
+  report = {
+      "date": date,
+      "command": command,
+      "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "cyclegan_batch_sizes", "dtypes", "size",
+                                                 "ngf", "ndf", "warmup", "steps", "sample_s", "device", "conv_impl", "seed",
+                                                 "quick", "threads", "torch_python", "torch_size", "no_torch",
+                                                 "no_cached_compile", "deadline_s")},
+      "compilation_cache_dir": cache_dir,
+      "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
+                  "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),
+                  "loadavg_start": load_start, "platform": platform.platform()},
+      "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                   "flax": flax.__version__, "optax": optax.__version__, "torch": None},
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "git": _git_info(),
+      "cases": [{"case": c.name, "model": c.model, "batch_size": c.batch_size, "dtype": c.dtype, "jax": {},
+                 "torch": None} for c in cases],
+  }
   failed = False
-  for case in cases:
-    print(f"[jax] {case.name}: building, compiling, {args.warmup} warmup + {args.steps} timed steps ...", flush=True)
+
+  # PyTorch first, one subprocess per model, before JAX allocates any device memory.
+  if not args.no_torch:
+    for model in args.models:
+      model_cases = [c for c in cases if c.model == model]
+      runs = run_torch_model(model, model_cases, args)
+      for case, res in zip(cases, report["cases"]):
+        if case.model == model:
+          t = runs[case.torch_key(args.device)]
+          res["torch"] = t
+          failed |= "error" in t
+          report["versions"]["torch"] = report["versions"]["torch"] or t.get("torch_version")
+      for key, t in runs.items():
+        if "error" in t:
+          print(f"[torch]   {key}: FAILED: {t['error']}", file=sys.stderr, flush=True)
+          for line in t.get("output_tail", []):
+            print(f"[torch]   | {line}", file=sys.stderr)
+      _save(report, args.out)
+
+  report["jax_backend"] = jax.default_backend()
+  if (report["jax_backend"] == "gpu") != (args.device == "gpu"):
+    raise SystemExit(f"step_time.py: --device {args.device} but JAX's backend is {report['jax_backend']}")
+  report["device_name"] = jax.devices()[0].device_kind if args.device == "gpu" else None
+  if args.device == "gpu":
+    report["matmul_tflops"] = measure_matmul_ceilings()
+    print(f"[jax] matmul ceilings (TFLOP/s): {report['matmul_tflops']}", flush=True)
+
+  for case, res in zip(cases, report["cases"]):
+    elapsed = time.perf_counter() - t_start
+    if args.deadline_s and elapsed > args.deadline_s:
+      res["jax"] = {"skipped": f"--deadline-s {args.deadline_s:g} passed ({elapsed:.0f} s)", "image_size": case.size}
+      continue
+    print(f"[jax] {case.name}: building, compiling, {args.warmup} warmup + {args.steps} timed samples ...", flush=True)
     try:
-      r = run_jax_case(case, args.warmup, args.steps, args.seed)
+      r = run_jax_case(case, args.warmup, args.steps, args.seed, args.sample_s, not args.no_cached_compile)
       r["image_size"] = case.size
-      print(f"[jax]   compile {r['lower_plus_compile_s']:.1f} s (cached {r['cached_lower_plus_compile_s']:.1f} s),"
-            f" median step {r['step_s_median']:.3f} s,"
-            f" all {[round(x, 3) for x in r['step_s_all']]}, {_fmt(r['gflops_per_s'], '.1f')} GFLOP/s,"
+      print(f"[jax]   compile {r['lower_plus_compile_s']:.1f} s (cached {_fmt(r['cached_lower_plus_compile_s'], '.1f')} s),"
+            f" median step {r['step_s_median']:.4f} s ({r['steps_per_sample']} per sample),"
+            f" all {[round(x, 4) for x in r['step_s_all']]}, {_fmt(r['gflops_per_s'], '.1f')} GFLOP/s,"
             f" peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", flush=True)
     except Exception as e:  # noqa: BLE001 -- report and go on with the other cases
       failed = True
       traceback.print_exc()
-      r = {"error": f"{type(e).__name__}: {e}", "image_size": case.size}
-    results.append({"case": case.name, "model": case.model, "batch_size": case.batch_size, "dtype": case.dtype,
-                    "jax": r, "torch": None})
-  load_after_jax = _loadavg()
+      r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "image_size": case.size}
+    res["jax"] = r
+    _save(report, args.out)
 
-  torch_version = None
-  if not args.no_torch:
-    torch_runs = {}
-    for case, res in zip(cases, results):
-      if case.torch_key in torch_runs:  # the float32 reference, shared by the dtypes of a case
-        res["torch"] = torch_runs[case.torch_key]
-        continue
-      t = run_torch_case(case, args)
-      torch_runs[case.torch_key] = t
-      if "error" in t:
-        failed = True
-        print(f"[torch]   FAILED: {t['error']}", file=sys.stderr, flush=True)
-        for line in t.get("output_tail", []):
-          print(f"[torch]   | {line}", file=sys.stderr)
-      else:
-        torch_version = torch_version or t.get("torch_version")
-        print(f"[torch]   median step {t['step_s_median']:.3f} s, all {[round(x, 3) for x in t['step_s_all']]}",
-              flush=True)
-      res["torch"] = t
-
-  report = {
-      "date": date,
-      "command": command,
-      "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "dtypes", "size", "ngf", "ndf", "warmup",
-                                                 "steps", "seed", "quick", "threads", "torch_python", "torch_size",
-                                                 "no_torch")},
-      "compilation_cache_dir": cache_dir,
-      "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
-                  "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),
-                  "loadavg_start": load_start, "loadavg_after_jax": load_after_jax, "loadavg_end": _loadavg(),
-                  "platform": platform.platform()},
-      "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__, "optax": optax.__version__, "torch": torch_version},
-      "jax_backend": jax.default_backend(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "git": _git_info(),
-      "cases": results,
-  }
+  report["machine"]["loadavg_end"] = _loadavg()
   md = markdown(report)
   report["markdown"] = md
   print("\n" + md + "\n", flush=True)
+  _save(report, args.out)
   if args.out:
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
   return 1 if failed else 0
 
 

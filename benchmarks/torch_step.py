@@ -1,9 +1,12 @@
-"""Time the official PyTorch training iterations on the CPU (the baseline gantx is compared to).
+"""Time the official PyTorch training iterations (the baseline gantx is compared to).
 
 pix2pix:   unet_256 G (batch norm, dropout on), basic D on 6 channels (batch norm), vanilla GAN
-           + 100*L1, 256x256, batch sizes from --batch-sizes.
+           + 100*L1, 256x256.
 cycle_gan: resnet_9blocks G_A/G_B (instance norm, no dropout), basic D_A/D_B on 3 channels
-           (instance norm), lsgan, cycle 10, identity 0.5, pool 50, 256x256, batch 1.
+           (instance norm), lsgan, cycle 10, identity 0.5, pool 50, 256x256.
+Each at every size of --batch-sizes, on --device (cpu, or cuda with cudnn.benchmark on as the
+official train.py sets it, and PyTorch's default TF32 convolutions), in every --dtypes entry
+(bfloat16: the step under torch.autocast, CUDA only).
 
 Run with the separate torch environment (torch is not in the project venv):
 
@@ -28,7 +31,12 @@ def _parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value (default 2)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration (default 2)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5)")
-    p.add_argument("--batch-sizes", default="1,4", help="pix2pix batch sizes, comma separated (default 1,4)")
+    p.add_argument("--batch-sizes", default="1", help="batch sizes, comma separated (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    p.add_argument("--dtypes", default="float32", help="float32 and/or bfloat16 (autocast; cuda only)")
+    p.add_argument("--sample-s", type=float, default=0.0,
+                   help="> 0: each timed sample runs as many steps as take about this long (measured on the"
+                        " last warmup step), one device sync per sample; 0 (default): one step per sample")
     p.add_argument("--models", default="pix2pix,cycle_gan", help="comma separated subset of pix2pix,cycle_gan")
     p.add_argument("--image-size", type=int, default=256, help="square image side (default 256)")
     p.add_argument("--seed", type=int, default=0)
@@ -47,20 +55,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _time_steps(step, real_A, real_B, warmup: int, steps: int):
-    for _ in range(warmup):
+def _time_steps(step, real_A, real_B, warmup: int, steps: int, sample_s: float, sync):
+    """(seconds per step of each timed sample, steps per sample); sync() waits for the device."""
+    last = 0.0
+    for _ in range(max(warmup, 1 if sample_s > 0 else 0)):
+        t0 = time.perf_counter()
         step(real_A, real_B)
+        sync()
+        last = time.perf_counter() - t0
+    chunk = max(1, round(sample_s / last)) if sample_s > 0 else 1
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        step(real_A, real_B)
-        times.append(time.perf_counter() - t0)
-    return times
+        for _ in range(chunk):
+            step(real_A, real_B)
+        sync()
+        times.append((time.perf_counter() - t0) / chunk)
+    return times, chunk
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _peak_rss_bytes() -> int:
-    """VmHWM of this process: its own peak resident memory (ru_maxrss would include the parent's
-    at fork time, which Linux carries across exec)."""
+    """VmHWM of this process since the last reset: its own peak resident memory (ru_maxrss would
+    include the parent's at fork time, which Linux carries across exec)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -81,43 +105,61 @@ def main(argv=None) -> dict:
     unknown = set(models) - {"pix2pix", "cycle_gan"}
     if unknown:
         raise SystemExit(f"unknown --models entries: {sorted(unknown)}")
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if set(dtypes) - {"float32", "bfloat16"} or ("bfloat16" in dtypes and args.device != "cuda"):
+        raise SystemExit(f"--dtypes must be float32 (and bfloat16 with --device cuda), got {dtypes}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     size = args.image_size
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as the official train.py (preprocess != scale_width)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def images(bs: int):
-        return torch.rand(bs, 3, size, size) * 2 - 1
+    def make_step(model: str):
+        if model == "pix2pix":
+            return Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic", device=device)
+        return CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic", device=device)
 
     load_start = os.getloadavg()[0]
     results = []
-    if "pix2pix" in models:
-        printed = False
-        for bs in batch_sizes:
-            step = Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic")
-            if not printed:
-                print(f"params pix2pix G unet_256 (batch, dropout): {param_count(step.netG):,}")
-                print(f"params pix2pix D basic 6ch (batch):         {param_count(step.netD):,}")
-                printed = True
-            A, B = images(bs), images(bs)
-            t = _time_steps(step, A, B, args.warmup, args.steps)
-            r = {"model": "pix2pix", "batch_size": bs, "image_size": size,
-                 "step_s_median": statistics.median(t), "step_s_all": t}
-            print(f"pix2pix   bs={bs}: median {r['step_s_median']:.3f} s  all {[round(x, 3) for x in t]}")
-            results.append(r)
-            del step
-
-    if "cycle_gan" in models:
-        bs = 1
-        step = CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic")
-        for name in ("G_A", "G_B", "D_A", "D_B"):
-            net = getattr(step, "net" + name)
-            kind = "resnet_9blocks" if name[0] == "G" else "basic 3ch"
-            print(f"params cycle_gan {name} {kind} (instance):  {param_count(net):,}")
-        A, B = images(bs), images(bs)
-        t = _time_steps(step, A, B, args.warmup, args.steps)
-        r = {"model": "cycle_gan", "batch_size": bs, "image_size": size,
-             "step_s_median": statistics.median(t), "step_s_all": t}
-        print(f"cycle_gan bs={bs}: median {r['step_s_median']:.3f} s  all {[round(x, 3) for x in t]}")
-        results.append(r)
+    for model in models:
+        step = make_step(model)
+        nets = ("G", "D") if model == "pix2pix" else ("G_A", "G_B", "D_A", "D_B")
+        for name in nets:
+            print(f"params {model} {name}: {param_count(getattr(step, 'net' + name)):,}")
+        del step
+        for dtype in dtypes:
+            for bs in batch_sizes:
+                step = make_step(model)  # fresh networks and optimizers per case
+                A = torch.rand(bs, 3, size, size, device=device) * 2 - 1
+                B = torch.rand(bs, 3, size, size, device=device) * 2 - 1
+                run = step
+                if dtype == "bfloat16":
+                    def run(a, b, step=step):
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            return step(a, b)
+                _reset_peak_rss()
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                try:
+                    t, chunk = _time_steps(run, A, B, args.warmup, args.steps, args.sample_s, sync)
+                except torch.OutOfMemoryError as e:
+                    print(f"{model} bs={bs} {dtype}: out of memory: {str(e).splitlines()[0]}")
+                    results.append({"model": model, "batch_size": bs, "dtype": dtype, "image_size": size,
+                                    "error": "out of memory"})
+                    del step, run, A, B
+                    continue
+                r = {"model": model, "batch_size": bs, "dtype": dtype, "image_size": size,
+                     "step_s_median": statistics.median(t), "step_s_all": t, "steps_per_sample": chunk,
+                     "peak_rss_bytes": _peak_rss_bytes()}
+                if cuda:
+                    r["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
+                print(f"{model} bs={bs} {dtype}: median {r['step_s_median']:.4f} s  all {[round(x, 4) for x in t]}"
+                      f" ({chunk} steps per sample)", flush=True)
+                results.append(r)
+                del step, run, A, B
 
     out = {
         "torch_version": torch.__version__,
@@ -127,8 +169,10 @@ def main(argv=None) -> dict:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "loadavg_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "results": results,
-        "peak_rss_bytes": _peak_rss_bytes(),
     }
     print(json.dumps(out))
     return out

@@ -26,6 +26,7 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 DATA_SOURCES = ("builtin", "folder", "tfds")
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+CONV_IMPLS = ("auto", "xla", "gemm")
 
 
 def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
@@ -73,6 +74,10 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   # Arithmetic of the convolutions: 'float32', or 'bfloat16' (mixed precision: parameters, Adam
   # state, normalisation statistics and losses stay float32).
   c.compute_dtype = "float32"
+  # How convolutions are computed (same numbers up to rounding): 'xla' (XLA's own convolutions:
+  # cuDNN on GPUs, the MXU on TPUs), 'gemm' (im2col GEMMs with GEMM gradients where XLA:CPU's
+  # convolutions are slow: the CPU rules of models.Conv), 'auto' ('gemm' on the CPU backend, else 'xla').
+  c.conv_impl = "auto"
 
   # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---
   c.lr = 2e-4
@@ -208,6 +213,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config, "netD", DISCRIMINATORS)
   _one_of(config, "data.source", DATA_SOURCES)
   _one_of(config, "compute_dtype", COMPUTE_DTYPES)
+  _one_of(config, "conv_impl", CONV_IMPLS)
   if unet_num_downs(config.netG) is None and resnet_blocks(config.netG) is None:
     raise ValueError(
         f"config.netG={config.netG!r} is not a generator: use unet_256, unet_128 (unet_<2^k>),"

@@ -274,6 +274,22 @@ def _conv_one_filter_bwd(stride, padding, res, dy):
 conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 
 
+def _conv_impl(name: str) -> str:
+  if name not in ("xla", "gemm"):
+    raise ValueError(f"conv_impl={name!r} is not 'xla' or 'gemm' (Layers resolves config.conv_impl='auto').")
+  return name
+
+
+def resolve_conv_impl(name: str) -> str:
+  """config.conv_impl -> 'xla' or 'gemm': 'auto' is 'gemm' on the CPU backend (where XLA's
+  convolution gradients are slow, BENCHMARKS.md) and 'xla' on GPUs and TPUs."""
+  if name == "auto":
+    return "gemm" if jax.default_backend() == "cpu" else "xla"
+  if name not in config_lib.CONV_IMPLS:
+    raise ValueError(f"config.conv_impl={name!r} is not one of {', '.join(config_lib.CONV_IMPLS)}.")
+  return name
+
+
 def _compute_dtype(name: str) -> Any:
   if name not in config_lib.COMPUTE_DTYPES:
     raise ValueError(f"config.compute_dtype={name!r} is not one of {config_lib.COMPUTE_DTYPES}.")
@@ -288,6 +304,8 @@ class ConvTranspose(nn.Module):
   slower than its forward, and even stride-1 conv gradients are slow at the U-Net's small
   spatial sizes; this form runs the whole layer at GEMM speed (BENCHMARKS.md).
 
+  With `conv_impl='xla'` it is XLA's input-dilated convolution instead (cuDNN on GPUs).
+
   The kernel has layout (in, k, k, features): PyTorch's weight (in, out, k, k) transposed
   by (0, 2, 3, 1), unflipped, so that x @ kernel.reshape(in, -1) needs no copy. It is float32
   whatever `compute_dtype` ('bfloat16' casts it, and x, for the products only).
@@ -301,6 +319,7 @@ class ConvTranspose(nn.Module):
   use_bias: bool = True
   kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
   compute_dtype: str = "float32"
+  conv_impl: str = "gemm"  # 'gemm' or 'xla' (Layers resolves config.conv_impl='auto')
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -311,7 +330,15 @@ class ConvTranspose(nn.Module):
     out_w = (w - 1) * s - 2 * p + k + self.output_padding
     if out_h % s or out_w % s:
       raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
-    y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, _compute_dtype(self.compute_dtype))
+    dtype = _compute_dtype(self.compute_dtype)
+    if _conv_impl(self.conv_impl) == "xla":
+      # out[s*i + a - p] += x[i] w[a]: a stride-1 conv of the s-dilated input with the flipped kernel.
+      pad = (k - 1 - p, k - 1 - p + self.output_padding)
+      y = jax.lax.conv_general_dilated(
+          x.astype(dtype), jnp.flip(kernel, (1, 2)).transpose(1, 2, 0, 3).astype(dtype), (1, 1), [pad, pad],
+          lhs_dilation=(s, s), dimension_numbers=_CONV_DIMS).astype(_F32)
+    else:
+      y = conv_transpose_gemm(x, kernel, s, p, self.output_padding, dtype)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
@@ -328,7 +355,8 @@ class Conv(nn.Module):
   1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
   bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
   the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
-  and float32.
+  and float32. These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
+  TPUs) every layer is XLA's native convolution in `compute_dtype`.
   """
 
   features: int
@@ -342,11 +370,12 @@ class Conv(nn.Module):
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
   gemm_min_channels_4x4: int = 64  # float32, 4x4 kernels: GEMM from this many input channels
   gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
+  conv_impl: str = "gemm"  # 'gemm' (the rules above) or 'xla' (Layers resolves config.conv_impl='auto')
 
   def uses_gemm(self, h: int, w: int, c: int) -> bool:
     k, s, p = self.kernel_size, self.strides, self.padding
     out_h, out_w = _conv_out_hw(h, w, k, s, p)
-    if self.features == 1:
+    if _conv_impl(self.conv_impl) == "xla" or self.features == 1:
       return False  # conv_one_filter on wide inputs, else native (__call__)
     if self.compute_dtype == "bfloat16":
       return min(c, self.features) >= self.gemm_min_channels_bf16
@@ -360,7 +389,9 @@ class Conv(nn.Module):
     k, s, p = self.kernel_size, self.strides, self.padding
     dtype = _compute_dtype(self.compute_dtype)
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
-    if self.uses_gemm(h, w, c):
+    if self.conv_impl == "xla":
+      y = _native_conv(x.astype(dtype), kernel.astype(dtype), s, p).astype(_F32)
+    elif self.uses_gemm(h, w, c):
       y = conv_gemm(x, kernel, s, p, dtype)
     elif self.features == 1 and k > 1 and c >= self.gemm_min_channels:
       y = conv_one_filter(x, kernel, s, p)
@@ -405,6 +436,7 @@ class Layers:
   init_type: str = "normal"
   init_gain: float = 0.02
   compute_dtype: str = "float32"  # of the convolutions' products; parameters and norms stay float32
+  conv_impl: str = "gemm"  # 'gemm' or 'xla' (resolve_conv_impl)
 
   @property
   def use_bias(self) -> bool:
@@ -412,12 +444,14 @@ class Layers:
 
   def conv(self, features, kernel, stride, padding, bias=None, name=None):
     return Conv(features, kernel, stride, padding, use_bias=self.use_bias if bias is None else bias,
-                kernel_init=kernel_init(self.init_type, self.init_gain), compute_dtype=self.compute_dtype, name=name)
+                kernel_init=kernel_init(self.init_type, self.init_gain), compute_dtype=self.compute_dtype,
+                conv_impl=self.conv_impl, name=name)
 
   def conv_transpose(self, features, kernel, output_padding=0, bias=None, name=None):
     return ConvTranspose(
         features, kernel, 2, 1, output_padding, use_bias=self.use_bias if bias is None else bias,
         kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), compute_dtype=self.compute_dtype,
+        conv_impl=self.conv_impl,
         name=name)
 
   def norm_layer(self, name):
@@ -576,7 +610,9 @@ class PixelDiscriminator(nn.Module):
 
 
 def _layers(config) -> Layers:
-  return Layers(config.norm, config.init_type, config.init_gain, config.compute_dtype)
+  # Runs written before conv_impl existed have no such field: they get the default.
+  return Layers(config.norm, config.init_type, config.init_gain, config.compute_dtype,
+                resolve_conv_impl(config.get("conv_impl", "auto")))
 
 
 def define_G(config, input_nc: int | None = None, output_nc: int | None = None) -> nn.Module:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gantx import models
-from gantx.config import base_config
+from gantx.config import base_config, validate
 
 
 def _config(**kw):
@@ -183,15 +183,69 @@ def test_one_filter_conv_equals_the_native_convolution(stride):
                                lambda x, w: _native_conv(x, w, stride, 1), x, w)
 
 
-def test_bfloat16_layers_are_close_to_float32_and_keep_float32_parameters():
-  """Layers wide enough for the bfloat16 GEMM path: parameters float32 and identical to the
-  float32 layer's, outputs float32 within bfloat16 rounding (relative error < 2%), gradients
-  finite and within 5% (relative L2 norm) of the float32 ones."""
+@pytest.mark.parametrize("kernel,padding,output_padding", [(4, 1, 0), (3, 1, 1)])  # U-Net, ResNet
+def test_conv_transpose_xla_equals_gemm(kernel, padding, output_padding):
+  """ConvTranspose with conv_impl='xla' (XLA's input-dilated convolution, what GPUs run) gives
+  the GEMM + col2im form's outputs and gradients, for the same parameters."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7))
+  make = lambda impl: models.ConvTranspose(4, kernel, 2, padding, output_padding, conv_impl=impl)
+  params = make("gemm").init(jax.random.key(1), x)["params"]
+  apply = lambda impl: lambda x, kernel: make(impl).apply({"params": {**params, "kernel": kernel}}, x)
+  with jax.default_matmul_precision("highest"):
+    _assert_same_value_and_grads(apply("xla"), apply("gemm"), x, params["kernel"])
+
+
+@pytest.mark.parametrize("netG,norm,shape", [("unet_32", "batch", (2, 32, 32, 3)),
+                                               ("resnet_2blocks", "instance", (1, 16, 16, 3))])
+def test_conv_impl_xla_equals_gemm_networks(netG, norm, shape):
+  """Whole networks (widths 64, so the float32 GEMM rules apply to the 4x4 layers) with
+  conv_impl 'xla' and 'gemm': same parameters, same outputs and parameter gradients."""
+  configs = {impl: _config(netG=netG, norm=norm, ngf=64, ndf=64, no_dropout=True, conv_impl=impl)
+             for impl in ("xla", "gemm")}
+  x = jax.random.uniform(jax.random.key(1), shape, minval=-1, maxval=1)
+  for define, inputs in ((lambda c: models.define_G(c), x), (lambda c: models.define_D(c, 3), x)):
+    xla, gemm = define(configs["xla"]), define(configs["gemm"])
+    variables = gemm.init(jax.random.key(0), inputs, train=False)
+    assert jax.tree.map(jnp.shape, xla.init(jax.random.key(0), inputs, train=False)) == jax.tree.map(
+        jnp.shape, variables)
+    loss = lambda net: lambda p: jnp.mean(jnp.sin(3 * net.apply({**variables, "params": p}, inputs, train=True,
+                                                                    mutable=["batch_stats"])[0]))
+    with jax.default_matmul_precision("highest"):
+      (l_xla, g_xla), (l_gemm, g_gemm) = (jax.value_and_grad(loss(n))(variables["params"]) for n in (xla, gemm))
+    np.testing.assert_allclose(l_xla, l_gemm, rtol=1e-5, atol=1e-6)
+    # Biases before instance norm have zero gradients (rounding noise): atol is relative to the largest gradient.
+    scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(g_gemm))
+    for a, b in zip(jax.tree.leaves(g_xla), jax.tree.leaves(g_gemm)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_conv_impl_auto_is_gemm_on_cpu_and_checked():
+  assert jax.default_backend() == "cpu" and models.resolve_conv_impl("auto") == "gemm"
+  assert [models.resolve_conv_impl(i) for i in ("xla", "gemm")] == ["xla", "gemm"]
+  with pytest.raises(ValueError, match="config.conv_impl='cudnn'"):
+    models.resolve_conv_impl("cudnn")
+  with pytest.raises(ValueError, match="conv_impl"):
+    models.Conv(16, 3, conv_impl="auto").init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)))
+  config = _config(conv_impl="cudnn")
+  with pytest.raises(ValueError, match="config.conv_impl"):
+    validate(config)
+  assert isinstance(models.define_G(_config(netG="unet_32")).layers, models.Layers)
+  del config["conv_impl"]  # a run written before the field existed
+  assert models.define_G(config).layers.conv_impl == "gemm"
+
+
+@pytest.mark.parametrize("conv_impl", ["gemm", "xla"])
+def test_bfloat16_layers_are_close_to_float32_and_keep_float32_parameters(conv_impl):
+  """Layers wide enough for the bfloat16 GEMM path (or XLA's bfloat16 convolutions): parameters
+  float32 and identical to the float32 layer's, outputs float32 within bfloat16 rounding
+  (relative error < 2%), gradients finite and within 5% (relative L2 norm) of the float32 ones."""
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 32))
-  for make in (lambda d: models.Conv(32, 4, 2, 1, compute_dtype=d), lambda d: models.Conv(32, 3, 1, 1, compute_dtype=d),
-               lambda d: models.ConvTranspose(16, 4, compute_dtype=d)):
+  for make in (lambda d: models.Conv(32, 4, 2, 1, compute_dtype=d, conv_impl=conv_impl),
+               lambda d: models.Conv(32, 3, 1, 1, compute_dtype=d, conv_impl=conv_impl),
+               lambda d: models.ConvTranspose(16, 4, compute_dtype=d, conv_impl=conv_impl)):
     f32, bf16 = make("float32"), make("bfloat16")
-    assert bf16.uses_gemm(8, 8, 32) if isinstance(bf16, models.Conv) else True
+    if isinstance(bf16, models.Conv):
+      assert bf16.uses_gemm(8, 8, 32) == (conv_impl == "gemm")
     p32, p16 = f32.init(jax.random.key(1), x), bf16.init(jax.random.key(1), x)
     for a, b in zip(jax.tree.leaves(p32), jax.tree.leaves(p16)):
       assert b.dtype == jnp.float32
