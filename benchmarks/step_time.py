@@ -366,10 +366,12 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
       del cached
   lower_s, compile_s = t1 - t0, t2 - t1
   donation_warnings = [str(w.message).splitlines()[0] for w in caught if "donated" in str(w.message)]
-  flops = _cost_flops(compiled)
-  # The same count before XLA's rewrites (cuDNN custom calls on GPUs may not be counted after).
-  flops_lowered = _cost_flops(lowered)
-  flops = flops or flops_lowered
+  flops_compiled = _cost_flops(compiled)
+  # FLOPs of the step's HLO before XLA's rewrites, lowered for the CPU from abstract arguments:
+  # one count for every backend (after compilation, GPUs' cuDNN calls are not counted) and for
+  # PyTorch's step, which does the same arithmetic.
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (state, batch))
+  flops = _cost_flops(jax.jit(steps.train_step_fn(config, nets)).trace(*abstract).lower(lowering_platforms=("cpu",)))
   mem = _memory_stats(compiled)
   del lowered
 
@@ -410,7 +412,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
       "params": params, "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s,
       "lower_plus_compile_s": lower_s + compile_s, "cached_lower_plus_compile_s": cached_s, "warmup_s": warmup_s,
       "compute_dtype": case.dtype, "conv_impl": config.conv_impl,
-      "flops_per_step": flops, "flops_per_step_lowered": flops_lowered, "xla_memory": mem,
+      "flops_per_step": flops, "flops_per_step_compiled": flops_compiled, "xla_memory": mem,
       "device_peak_bytes_so_far": device_peak, "steps_per_sample": chunk,
       "peak_rss_bytes": rss, "peak_rss_how": rss_how, "donation_warnings": donation_warnings,
       "step_s_median": median, "step_s_all": times, "metrics_finite": finite,
@@ -604,7 +606,7 @@ def markdown(report: dict) -> str:
                    " not quiet, rerun before quoting these times.")
   lines += ["", "Columns: step s = median wall time of one optimizer step (G and D updates) after warmup;"
             " ratio < 1 means JAX is faster" + ("" if gpu else " (bfloat16 rows are compared with PyTorch's float32 step)")
-            + "; GFLOP/step = XLA cost analysis of the compiled step (the same count serves PyTorch's rate);"
+            + "; GFLOP/step = XLA's cost analysis of the step's HLO, lowered for the CPU (the same count serves PyTorch's rate);"
             " TFLOP/s = that / median step time; % of ceiling = that rate over the measured matmul rate of the row's"
             " dtype; compile s = lower + compile of the jitted step, cold (empty persistent"
             " cache) / cached (in-memory caches cleared, executable from the on-disk cache, as a second run);"
