@@ -607,8 +607,9 @@ def markdown(report: dict) -> str:
   lines += ["", "Columns: step s = median wall time of one optimizer step (G and D updates) after warmup;"
             " ratio < 1 means JAX is faster" + ("" if gpu else " (bfloat16 rows are compared with PyTorch's float32 step)")
             + "; GFLOP/step = XLA's cost analysis of the step's HLO, lowered for the CPU (the same count serves PyTorch's rate);"
-            " TFLOP/s = that / median step time; % of ceiling = that rate over the measured matmul rate of the row's"
-            " dtype; compile s = lower + compile of the jitted step, cold (empty persistent"
+            " TFLOP/s = that / median step time"
+            + ("; % of ceiling = that rate over the measured matmul rate of the row's dtype" if ceil else "")
+            + "; compile s = lower + compile of the jitted step, cold (empty persistent"
             " cache) / cached (in-memory caches cleared, executable from the on-disk cache, as a second run);"
             " XLA est. = argument + output + temp - aliased bytes of the compiled step"
             + ("; device peak = peak bytes in use on the GPU (JAX: of the process so far, cases run in table order;"
