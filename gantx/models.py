@@ -376,7 +376,7 @@ class Conv(nn.Module):
     k, s, p = self.kernel_size, self.strides, self.padding
     out_h, out_w = _conv_out_hw(h, w, k, s, p)
     if _conv_impl(self.conv_impl) == "xla" or self.features == 1:
-      return False  # conv_one_filter on wide inputs, else native (__call__)
+      return False  # 'xla': native; 1 filter: conv_one_filter on wide inputs, else native (__call__)
     if self.compute_dtype == "bfloat16":
       return min(c, self.features) >= self.gemm_min_channels_bf16
     if k == 4:
