@@ -57,7 +57,7 @@ import warnings
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
-from torch_step import cpu_name  # noqa: E402  (torch-free; torch is imported inside its main)
+from torch_step import cpu_name, reset_peak_rss, time_samples  # noqa: E402  (torch-free; torch is imported inside its main)
 TORCH_SCRIPT = REPO / "benchmarks" / "torch_step.py"
 # torch_step.py always builds the official networks at these widths, with netG unet_256.
 TORCH_NGF = TORCH_NDF = 64
@@ -160,16 +160,6 @@ def _mem_total_gib() -> float | None:
 
 def _loadavg() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
-
-
-def _reset_peak_rss() -> bool:
-  """Resets this process's VmHWM (Linux >= 4.0); False where that is not possible."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
 
 
 def _peak_rss_bytes(reset_worked: bool) -> tuple[int, str]:
@@ -329,7 +319,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   from gantx import models, parallel, state as state_lib, steps
 
   config = case.config()
-  reset_ok = _reset_peak_rss()
+  reset_ok = reset_peak_rss()
   # A 1-device ('data',) mesh, as parallel.make_mesh() gives on one device.
   mesh = jax.make_mesh((1,), (parallel.DATA_AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:1])
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -375,27 +365,15 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   mem = _memory_stats(compiled)
   del lowered
 
-  def one_step(s):
-    s, metrics = compiled(s, batch)
-    jax.block_until_ready((s, metrics))
-    return s, metrics
+  live = {"state": state}  # the state is donated: each step's output is the next one's input
+
+  def run():
+    live["state"], live["metrics"] = compiled(live["state"], batch)
 
   # Other processes' load is measured over the warmup and timed steps (/proc/stat ticks are 10 ms).
   busy0, own0, wall0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
-  last = 0.0
-  for _ in range(max(warmup, 1 if sample_s > 0 else 0)):
-    t0 = time.perf_counter()
-    state, metrics = one_step(state)
-    last = time.perf_counter() - t0
-  warmup_s = time.perf_counter() - wall0
-  chunk = max(1, round(sample_s / last)) if sample_s > 0 else 1
-  times = []
-  for _ in range(steps_n):
-    t0 = time.perf_counter()
-    for _ in range(chunk):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - t0) / chunk)
+  times, chunk, warmup_s = time_samples(run, lambda: jax.block_until_ready(live), warmup, steps_n, sample_s)
+  state, metrics = live["state"], live["metrics"]
   timed_wall = time.perf_counter() - wall0
   own_cpu = _own_cpu_s() - own0
   other = _other_load(busy0, _busy_cpu_s(), own_cpu, timed_wall)

@@ -55,31 +55,40 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _time_steps(step, real_A, real_B, warmup: int, steps: int, sample_s: float, sync):
-    """(seconds per step of each timed sample, steps per sample); sync() waits for the device."""
-    last = 0.0
+def time_samples(run, sync, warmup: int, samples: int, sample_s: float) -> tuple[list[float], int, float]:
+    """Times `run()` (one train step) for both frameworks (step_time.py imports this).
+
+    `warmup` untimed steps (at least one when sample_s > 0), then `samples` timed samples, each
+    ended by `sync()` (wait for the device): one step each, or with sample_s > 0 as many steps as
+    the last warmup step says take about sample_s seconds. Returns (seconds per step of each
+    sample, steps per sample, warmup seconds).
+    """
+    start, last = time.perf_counter(), 0.0
     for _ in range(max(warmup, 1 if sample_s > 0 else 0)):
         t0 = time.perf_counter()
-        step(real_A, real_B)
+        run()
         sync()
         last = time.perf_counter() - t0
+    warmup_s = time.perf_counter() - start
     chunk = max(1, round(sample_s / last)) if sample_s > 0 else 1
     times = []
-    for _ in range(steps):
+    for _ in range(samples):
         t0 = time.perf_counter()
         for _ in range(chunk):
-            step(real_A, real_B)
+            run()
         sync()
         times.append((time.perf_counter() - t0) / chunk)
-    return times, chunk
+    return times, chunk, warmup_s
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> bool:
+    """Resets this process's VmHWM (Linux >= 4.0); False where that is not possible."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        return True
     except OSError:
-        pass
+        return False
 
 
 def _peak_rss_bytes() -> int:
@@ -134,17 +143,17 @@ def main(argv=None) -> dict:
                 step = make_step(model)  # fresh networks and optimizers per case
                 A = torch.rand(bs, 3, size, size, device=device) * 2 - 1
                 B = torch.rand(bs, 3, size, size, device=device) * 2 - 1
-                run = step
+                run = lambda step=step, A=A, B=B: step(A, B)
                 if dtype == "bfloat16":
-                    def run(a, b, step=step):
+                    def run(step=step, A=A, B=B):
                         with torch.autocast("cuda", dtype=torch.bfloat16):
-                            return step(a, b)
-                _reset_peak_rss()
+                            return step(A, B)
+                reset_peak_rss()
                 if cuda:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
-                    t, chunk = _time_steps(run, A, B, args.warmup, args.steps, args.sample_s, sync)
+                    t, chunk, _ = time_samples(run, sync, args.warmup, args.steps, args.sample_s)
                 except torch.OutOfMemoryError as e:
                     print(f"{model} bs={bs} {dtype}: out of memory: {str(e).splitlines()[0]}")
                     results.append({"model": model, "batch_size": bs, "dtype": dtype, "image_size": size,
