@@ -274,6 +274,138 @@ def _conv_one_filter_bwd(stride, padding, res, dy):
 conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 
 
+# Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+# Networks", CVPR 2016) for the wide stride-1 convolutions (ResNet blocks, the PatchGAN's
+# stride-1 layer). F(m, r) computes an m x m output tile from an n x n input tile,
+# n = m + r - 1, as Y = A^T [(G g G^T) * (B^T d B)] A: the products over channels become n^2
+# GEMMs with m^2 r^2 / n^2 times fewer multiply-adds than the direct form (F(4, 3): 4x fewer,
+# F(3, 4): 4x, F(2, 3): 2.25x). The transforms are sums of strided slices (memory-bound
+# elementwise work). Their larger coefficients (points +-2) magnify bfloat16's rounding to
+# 2-7% of the output scale, so bfloat16 runs only F(2, 3), whose error (~0.4%) is that of a
+# bfloat16 GEMM; float32's stays below 2e-5 (BENCHMARKS.md).
+
+_WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
+# (compute dtype, kernel size) -> m: the stride-1 layers that take F(m, k) (BENCHMARKS.md).
+_WINOGRAD_TILE = {("float32", 3): 4, ("float32", 4): 3, ("bfloat16", 3): 2}
+
+
+@functools.lru_cache
+def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """A^T (m, n), G (n, r) and B^T (n, n) of F(m, r), n = m + r - 1.
+
+  For a 1-D input tile d (n) and filter g (r), A^T [(G g) * (B^T d)] is the correlation
+  y[i] = sum_k d[i + k] g[k], i < m. Toom-Cook over the points 0, 1, -1, 2, ... and infinity:
+  A^T evaluates at the points, G interpolates; B^T is solved from the identity above, which is
+  checked to hold exactly.
+  """
+  n = m + r - 1
+  points = _WINOGRAD_POINTS[:n - 1]
+  if len(points) != n - 1:
+    raise ValueError(f"F({m}, {r}) needs {n - 1} points; only {len(_WINOGRAD_POINTS)} are defined.")
+  at, g = np.zeros((m, n)), np.zeros((n, r))
+  for j, a in enumerate(points):
+    at[:, j] = [a**i for i in range(m)]
+    g[j] = [a**k / np.prod([a - b for b in points if b != a]) for k in range(r)]
+  at[m - 1, n - 1] = g[n - 1, r - 1] = 1.0  # the point at infinity
+  # sum_j at[i, j] g[j, k] bt[j, p] = [p == i + k] for all i, k: one linear system per column p.
+  coef = np.einsum("ij,jk->ikj", at, g).reshape(m * r, n)
+  target = np.array([[float(p == i + k) for p in range(n)] for i in range(m) for k in range(r)])
+  bt = np.linalg.lstsq(coef, target, rcond=None)[0]
+  if not np.allclose(coef @ bt, target, atol=1e-12):
+    raise ValueError(f"F({m}, {r}): no exact input transform for points {points}.")
+  return at, g, bt
+
+
+def _combine(mat: np.ndarray, xs: list[Array]) -> list[Array]:
+  """[sum_j mat[i, j] * xs[j] for each row i], skipping zero coefficients (one fusion each)."""
+  out = []
+  for row in mat:
+    terms = [x if c == 1 else -x if c == -1 else x * np.float32(c) for c, x in zip(row, xs) if c != 0]
+    out.append(functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(xs[0]))
+  return out
+
+
+def _winograd_input(x: Array, bt: np.ndarray, m: int, th: int, tw: int) -> Array:
+  """(N, th*m + r-1, tw*m + r-1, C) -> B^T d B of every tile, (n*n, N, th, tw, C); rows, then columns."""
+  n = bt.shape[0]
+  rows = jnp.stack(_combine(bt, [x[:, a:a + m * (th - 1) + 1:m] for a in range(n)]))  # (n, N, th, W, C)
+  rows = jax.lax.optimization_barrier(rows)  # else each output recomputes its n row sums
+  cols = _combine(bt, [rows[:, :, :, b:b + m * (tw - 1) + 1:m] for b in range(n)])  # n x (n, N, th, tw, C)
+  return jnp.stack(cols, axis=1).reshape((n * n,) + cols[0].shape[1:])
+
+
+def _winograd_output(prod: Array, at: np.ndarray) -> Array:
+  """(n*n, N, th, tw, F) -> A^T M A of every tile, placed: (N, th*m, tw*m, F)."""
+  m, n = at.shape
+  prod = prod.reshape((n, n) + prod.shape[1:])
+  cols = jnp.stack(_combine(at, [prod[:, b] for b in range(n)]))  # (m, n, N, th, tw, F)
+  y = jnp.stack(_combine(at, [cols[:, a] for a in range(n)]))  # (m_row, m_col, N, th, tw, F)
+  _, _, batch, th, tw, f = y.shape
+  return y.transpose(2, 3, 0, 4, 1, 5).reshape(batch, th * m, tw * m, f)
+
+
+def _winograd_kernel(kernel: Array, g: np.ndarray) -> Array:
+  """(r, r, C, F) -> G g G^T, (n*n, C, F)."""
+  r = g.shape[1]
+  rows = jnp.stack(_combine(g, [kernel[a].astype(_F32) for a in range(r)]))  # (n, r, C, F)
+  return jnp.stack(_combine(g, [rows[:, b] for b in range(r)]), axis=1).reshape((-1,) + kernel.shape[2:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_winograd(x: Array, kernel: Array, m: int, dtype: Any) -> Array:
+  """Unpadded stride-1 convolution of NHWC `x` with an HWIO `kernel` by Winograd's F(m, r); float32.
+
+  The n*n GEMMs take operands in `dtype`; the transforms run in float32. The backward pass is
+  the forward's adjoint: the output transform's transpose, two batched GEMMs (input and
+  transformed-kernel gradients), the transposes of the input and kernel transforms.
+  """
+  return _conv_winograd_fwd(x, kernel, m, dtype)[0]
+
+
+def _winograd_tiles(h: int, w: int, m: int, r: int) -> tuple[int, int, int, int]:
+  out_h, out_w = h - r + 1, w - r + 1
+  return out_h, out_w, -(-out_h // m), -(-out_w // m)
+
+
+def _conv_winograd_fwd(x, kernel, m, dtype):
+  n, h, w, c = x.shape
+  r = kernel.shape[0]
+  at, g, bt = winograd_matrices(m, r)
+  out_h, out_w, th, tw = _winograd_tiles(h, w, m, r)
+  xp = jnp.pad(x.astype(_F32), ((0, 0), (0, th * m + r - 1 - h), (0, tw * m + r - 1 - w), (0, 0)))
+  v = _winograd_input(xp, bt, m, th, tw).astype(dtype)
+  u = _winograd_kernel(kernel, g).astype(dtype)
+  prod = jnp.einsum("bnhwc,bcf->bnhwf", v, u, preferred_element_type=_F32)
+  return _winograd_output(prod, at)[:, :out_h, :out_w], (v, u, jnp.zeros((0,), x.dtype))
+
+
+def _conv_winograd_bwd(m, dtype, res, dy):
+  v, u, x_dtype = res
+  nn2, n, th, tw, c = v.shape
+  f = u.shape[-1]
+  r = int(round(nn2**0.5)) - m + 1
+  at, g, bt = winograd_matrices(m, r)
+  h, w = th * m + r - 1, tw * m + r - 1
+  dyp = jnp.pad(dy.astype(_F32), ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
+  (dprod,) = jax.linear_transpose(lambda p: _winograd_output(p, at),
+                                  jax.ShapeDtypeStruct((nn2, n, th, tw, f), _F32))(dyp)
+  dprod = dprod.astype(dtype)
+  dv = jnp.einsum("bnhwf,bcf->bnhwc", dprod, u, preferred_element_type=_F32)
+  # Contracting the tiles as three dimensions lets XLA transpose v into a fast GEMM (see _weight_grad).
+  du = jnp.einsum("bnhwc,bnhwf->bcf", v, dprod, preferred_element_type=_F32)
+  (dxp,) = jax.linear_transpose(lambda x: _winograd_input(x, bt, m, th, tw),
+                                jax.ShapeDtypeStruct((n, h, w, c), _F32))(dv)
+  (dk,) = jax.linear_transpose(lambda k: _winograd_kernel(k, g), jax.ShapeDtypeStruct((r, r, c, f), _F32))(du)
+  out_h, out_w = dy.shape[1:3]
+  return dxp[:, :out_h + r - 1, :out_w + r - 1].astype(x_dtype.dtype), dk
+
+
+_conv_winograd.defvjp(_conv_winograd_fwd, _conv_winograd_bwd)
+# Jitted, so that its forward and backward are traced once per shape rather than once per layer
+# and pass (the ResNet has 18 such layers, CycleGAN runs each generator 3 times a step).
+conv_winograd = jax.jit(_conv_winograd, static_argnums=(2, 3))
+
+
 def _conv_impl(name: str) -> str:
   if name not in ("xla", "gemm"):
     raise ValueError(f"conv_impl={name!r} is not 'xla' or 'gemm' (Layers resolves config.conv_impl='auto').")
@@ -355,7 +487,10 @@ class Conv(nn.Module):
   1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
   bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
   the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
-  and float32. These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
+  and float32. Stride-1 layers with at least `winograd_min_channels` input and output channels
+  take Winograd's form (`conv_winograd`) before any of these rules: the ResNet blocks' 3x3 by
+  F(4, 3) in float32 and F(2, 3) in bfloat16, the PatchGAN's 4x4 by F(3, 4) in float32 only.
+  These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
   TPUs) every layer is XLA's native convolution in `compute_dtype`.
   """
 
@@ -370,6 +505,7 @@ class Conv(nn.Module):
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
   gemm_min_channels_4x4: int = 64  # float32, 4x4 kernels: GEMM from this many input channels
   gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
+  winograd_min_channels: int = 64  # 3x3 stride 1: Winograd when input and output have at least this many
   conv_impl: str = "gemm"  # 'gemm' (the rules above) or 'xla' (Layers resolves config.conv_impl='auto')
 
   def uses_gemm(self, h: int, w: int, c: int) -> bool:
@@ -383,6 +519,12 @@ class Conv(nn.Module):
       return c >= self.gemm_min_channels_4x4
     return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
 
+  def winograd_tile(self, c: int) -> int | None:
+    """m of the F(m, k) this layer runs, or None when it takes another form."""
+    if _conv_impl(self.conv_impl) != "gemm" or self.strides != 1 or min(c, self.features) < self.winograd_min_channels:
+      return None
+    return _WINOGRAD_TILE.get((self.compute_dtype, self.kernel_size))
+
   @nn.compact
   def __call__(self, x: Array) -> Array:
     n, h, w, c = x.shape
@@ -391,6 +533,9 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
     if self.conv_impl == "xla":
       y = _native_conv(x.astype(dtype), kernel.astype(dtype), s, p).astype(_F32)
+    elif self.winograd_tile(c):
+      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+      y = conv_winograd(xp, kernel, self.winograd_tile(c), dtype)
     elif self.uses_gemm(h, w, c):
       y = conv_gemm(x, kernel, s, p, dtype)
     elif self.features == 1 and k > 1 and c >= self.gemm_min_channels:

@@ -174,6 +174,45 @@ def test_conv_gemm_equals_the_native_convolution(shape, kernel, stride, padding)
                                  lambda x, w: _native_conv(x, w, stride, padding), x, w)
 
 
+@pytest.mark.parametrize("m,r", [(4, 3), (2, 3), (3, 4)])
+def test_winograd_matrices_compute_a_correlation(m, r):
+  """A^T [(G g) * (B^T d)] = sum_k d[i + k] g[k] for random tiles: the 1-D identity behind F(m, r)."""
+  at, g, bt = models.winograd_matrices(m, r)
+  rng = np.random.default_rng(0)
+  d, w = rng.normal(size=m + r - 1), rng.normal(size=r)
+  np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), np.correlate(d, w, mode="valid"), atol=1e-12)
+
+
+@pytest.mark.parametrize("m,kernel,shape", [
+    (4, 3, (2, 9, 11, 5)),  # float32 3x3; 7x9 outputs: partial tiles on both axes
+    (2, 3, (1, 6, 7, 3)),  # bfloat16's 3x3 tile, here in float32
+    (3, 4, (1, 9, 8, 4)),  # float32 4x4 (PatchGAN)
+    (4, 3, (1, 3, 3, 2)),  # one output pixel
+])
+def test_winograd_conv_equals_the_native_convolution(m, kernel, shape):
+  """Winograd's F(m, r): the outputs and gradients (its own backward) of XLA's unpadded convolution."""
+  with jax.default_matmul_precision("highest"):
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, shape[-1], 3))
+    _assert_same_value_and_grads(lambda x, w: models.conv_winograd(x, w, m, jnp.dtype("float32")),
+                                 lambda x, w: _native_conv(x, w, 1, 0), x, w)
+
+
+def test_winograd_rule_and_padding():
+  """Which layers take Winograd's form, and a zero-padded one (the PatchGAN's) equals XLA's."""
+  tile = lambda c, f, k, s=1, dtype="float32", impl="gemm": models.Conv(f, k, s, compute_dtype=dtype,
+                                                                        conv_impl=impl).winograd_tile(c)
+  assert [tile(256, 256, 3), tile(256, 512, 4), tile(256, 256, 3, dtype="bfloat16")] == [4, 3, 2]
+  assert {tile(256, 512, 4, dtype="bfloat16"), tile(64, 128, 3, s=2), tile(32, 256, 3), tile(256, 1, 4),
+          tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
+  x = jax.random.normal(jax.random.key(0), (1, 9, 10, 64))
+  conv = models.Conv(64, 4, 1, 1, use_bias=False)
+  params = conv.init(jax.random.key(1), x)
+  with jax.default_matmul_precision("highest"):
+    np.testing.assert_allclose(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 1, 1),
+                               atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_one_filter_conv_equals_the_native_convolution(stride):
   """The PatchGAN's last layer: its own weight gradient."""
