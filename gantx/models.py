@@ -325,13 +325,18 @@ def _combine(mat: np.ndarray, xs: list[Array]) -> list[Array]:
   return out
 
 
-def _winograd_input(x: Array, bt: np.ndarray, m: int, th: int, tw: int) -> Array:
-  """(N, th*m + r-1, tw*m + r-1, C) -> B^T d B of every tile, (n*n, N, th, tw, C); rows, then columns."""
-  n = bt.shape[0]
-  rows = jnp.stack(_combine(bt, [x[:, a:a + m * (th - 1) + 1:m] for a in range(n)]))  # (n, N, th, W, C)
-  rows = jax.lax.optimization_barrier(rows)  # else each output recomputes its n row sums
-  cols = _combine(bt, [rows[:, :, :, b:b + m * (tw - 1) + 1:m] for b in range(n)])  # n x (n, N, th, tw, C)
-  return jnp.stack(cols, axis=1).reshape((n * n,) + cols[0].shape[1:])
+def _winograd_tiles_transform(x: Array, mat: np.ndarray, m: int, th: int, tw: int) -> Array:
+  """mat (k, t) applied on both sides of every t x t tile at stride m: (N, H, W, C) -> (k*k, N, th, tw, C).
+
+  out[a*k + b, :, i, j] = sum_{p, q} mat[a, p] mat[b, q] x[:, m*i + p, m*j + q]: B^T d B with
+  mat = B^T (tiles overlap), and the output transform's adjoint with mat = A (they do not).
+  Rows first, then columns.
+  """
+  k, t = mat.shape
+  rows = jnp.stack(_combine(mat, [x[:, a:a + m * (th - 1) + 1:m] for a in range(t)]))  # (k, N, th, W, C)
+  rows = jax.lax.optimization_barrier(rows)  # else each output recomputes its row sums
+  cols = _combine(mat, [rows[:, :, :, b:b + m * (tw - 1) + 1:m] for b in range(t)])  # k x (k, N, th, tw, C)
+  return jnp.stack(cols, axis=1).reshape((k * k,) + cols[0].shape[1:])
 
 
 def _winograd_output(prod: Array, at: np.ndarray) -> Array:
@@ -373,7 +378,7 @@ def _conv_winograd_fwd(x, kernel, m, dtype):
   at, g, bt = winograd_matrices(m, r)
   out_h, out_w, th, tw = _winograd_tiles(h, w, m, r)
   xp = jnp.pad(x.astype(_F32), ((0, 0), (0, th * m + r - 1 - h), (0, tw * m + r - 1 - w), (0, 0)))
-  v = _winograd_input(xp, bt, m, th, tw).astype(dtype)
+  v = _winograd_tiles_transform(xp, bt, m, th, tw).astype(dtype)
   u = _winograd_kernel(kernel, g).astype(dtype)
   prod = jnp.einsum("bnhwc,bcf->bnhwf", v, u, preferred_element_type=_F32)
   return _winograd_output(prod, at)[:, :out_h, :out_w], (v, u, jnp.zeros((0,), x.dtype))
@@ -387,13 +392,12 @@ def _conv_winograd_bwd(m, dtype, res, dy):
   at, g, bt = winograd_matrices(m, r)
   h, w = th * m + r - 1, tw * m + r - 1
   dyp = jnp.pad(dy.astype(_F32), ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
-  (dprod,) = jax.linear_transpose(lambda p: _winograd_output(p, at),
-                                  jax.ShapeDtypeStruct((nn2, n, th, tw, f), _F32))(dyp)
-  dprod = dprod.astype(dtype)
+  # The output transform's adjoint, written out: XLA's transpose of its interleaving runs ~30x slower.
+  dprod = _winograd_tiles_transform(dyp, at.T, m, th, tw).astype(dtype)
   dv = jnp.einsum("bnhwf,bcf->bnhwc", dprod, u, preferred_element_type=_F32)
   # Contracting the tiles as three dimensions lets XLA transpose v into a fast GEMM (see _weight_grad).
   du = jnp.einsum("bnhwc,bnhwf->bcf", v, dprod, preferred_element_type=_F32)
-  (dxp,) = jax.linear_transpose(lambda x: _winograd_input(x, bt, m, th, tw),
+  (dxp,) = jax.linear_transpose(lambda x: _winograd_tiles_transform(x, bt, m, th, tw),
                                 jax.ShapeDtypeStruct((n, h, w, c), _F32))(dv)
   (dk,) = jax.linear_transpose(lambda k: _winograd_kernel(k, g), jax.ShapeDtypeStruct((r, r, c, f), _F32))(du)
   out_h, out_w = dy.shape[1:3]
