@@ -11,7 +11,8 @@ persistent compilation cache on), then records:
   compile s        lower + compile of the step, cold (empty persistent cache) and cached (after
                    jax.clear_caches(), so the executable comes from the on-disk cache, as in a
                    second run); the state init is timed apart
-  GFLOP/step       XLA's cost analysis of the compiled step
+  GFLOP/step       XLA's cost analysis of the step with direct convolutions (conv_impl='xla'),
+                   lowered for the CPU: the arithmetic PyTorch does (Winograd layers do less)
   XLA mem          compiled.memory_analysis(): argument + output + temp - alias bytes
   peak RSS         the process's peak resident memory during the case (VmHWM, reset per case);
                    on a GPU also the device's peak bytes in use (of the process so far)
@@ -357,11 +358,15 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   lower_s, compile_s = t1 - t0, t2 - t1
   donation_warnings = [str(w.message).splitlines()[0] for w in caught if "donated" in str(w.message)]
   flops_compiled = _cost_flops(compiled)
-  # FLOPs of the step's HLO before XLA's rewrites, lowered for the CPU from abstract arguments:
-  # one count for every backend (after compilation, GPUs' cuDNN calls are not counted) and for
-  # PyTorch's step, which does the same arithmetic.
+  # FLOPs of the step with XLA's direct convolutions (conv_impl='xla'), lowered for the CPU from
+  # abstract arguments: the arithmetic of the direct form, which PyTorch's step does too, one
+  # count for every backend (after compilation, GPUs' cuDNN calls are not counted) and every
+  # conv_impl (the CPU rules' Winograd layers do fewer multiply-adds than they are credited with).
+  direct = case.config()
+  direct.conv_impl = "xla"
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (state, batch))
-  flops = _cost_flops(jax.jit(steps.train_step_fn(config, nets)).trace(*abstract).lower(lowering_platforms=("cpu",)))
+  direct_step = steps.train_step_fn(direct, state_lib.build_networks(direct, spe=1000))
+  flops = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))
   mem = _memory_stats(compiled)
   del lowered
 
@@ -584,7 +589,7 @@ def markdown(report: dict) -> str:
                    " not quiet, rerun before quoting these times.")
   lines += ["", "Columns: step s = median wall time of one optimizer step (G and D updates) after warmup;"
             " ratio < 1 means JAX is faster" + ("" if gpu else " (bfloat16 rows are compared with PyTorch's float32 step)")
-            + "; GFLOP/step = XLA's cost analysis of the step's HLO, lowered for the CPU (the same count serves PyTorch's rate);"
+            + "; GFLOP/step = XLA's cost analysis of the step with direct convolutions (conv_impl='xla'), lowered for the CPU: the arithmetic PyTorch's step does, so the same count serves its rate (JAX's Winograd layers do fewer);"
             " TFLOP/s = that / median step time"
             + ("; % of ceiling = that rate over the measured matmul rate of the row's dtype" if ceil else "")
             + "; compile s = lower + compile of the jitted step, cold (empty persistent"

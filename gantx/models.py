@@ -275,8 +275,8 @@ conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 
 
 # Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-# Networks", CVPR 2016) for the wide stride-1 convolutions (ResNet blocks, the PatchGAN's
-# stride-1 layer). F(m, r) computes an m x m output tile from an n x n input tile,
+# Networks", CVPR 2016) for the wide convolutions (ResNet blocks, PatchGAN, U-Net encoder;
+# stride 2 by space-to-depth, `winograd_conv`). F(m, r) computes an m x m output tile from an n x n input tile,
 # n = m + r - 1, as Y = A^T [(G g G^T) * (B^T d B)] A: the products over channels become n^2
 # GEMMs with m^2 r^2 / n^2 times fewer multiply-adds than the direct form (F(4, 3): 4x fewer,
 # F(3, 4): 4x, F(2, 3): 2.25x). The transforms are sums of strided slices (memory-bound
@@ -285,8 +285,9 @@ conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 # bfloat16 GEMM; float32's stays below 2e-5 (BENCHMARKS.md).
 
 _WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
-# (compute dtype, kernel size) -> m: the stride-1 layers that take F(m, k) (BENCHMARKS.md).
-_WINOGRAD_TILE = {("float32", 3): 4, ("float32", 4): 3, ("bfloat16", 3): 2}
+# (compute dtype, kernel size, stride) -> m of the F(m, k / stride) such layers run (BENCHMARKS.md).
+_WINOGRAD_TILE = {("float32", 3, 1): 4, ("float32", 4, 1): 3, ("float32", 4, 2): 3, ("bfloat16", 3, 1): 2,
+                  ("bfloat16", 4, 2): 3}
 
 
 @functools.lru_cache
@@ -410,6 +411,27 @@ _conv_winograd.defvjp(_conv_winograd_fwd, _conv_winograd_bwd)
 conv_winograd = jax.jit(_conv_winograd, static_argnums=(2, 3))
 
 
+def winograd_conv(x: Array, kernel: Array, stride: int, padding: int, m: int, dtype: Any) -> Array:
+  """Zero-padded convolution, stride 1 or stride 2 with an even kernel, by `conv_winograd`.
+
+  Stride 2 is a stride-1 convolution of the space-to-depth input (2x2 pixel blocks as 4C
+  channels) with a k/2 x k/2 kernel: out[i] = sum_a xp[2i + a] w[a] = sum_{t, rho} xp[2(i + t) + rho] w[2t + rho].
+  """
+  p = padding
+  if stride == 1:
+    return conv_winograd(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), kernel, m, dtype)
+  n, h, w, c = x.shape
+  k, f = kernel.shape[0], kernel.shape[-1]
+  if stride != 2 or k % 2:
+    raise ValueError(f"winograd_conv: stride {stride} with a {k}x{k} kernel (stride 1, or 2 with an even kernel).")
+  out_h, out_w = _conv_out_hw(h, w, k, stride, p)
+  hp, wp = 2 * (out_h + k // 2 - 1), 2 * (out_w + k // 2 - 1)  # rows and columns that the output reads
+  xp = jnp.pad(x, ((0, 0), (p, max(0, hp - h - p)), (p, max(0, wp - w - p)), (0, 0)))[:, :hp, :wp]
+  xs = xp.reshape(n, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp // 2, wp // 2, 4 * c)
+  ks = kernel.reshape(k // 2, 2, k // 2, 2, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(k // 2, k // 2, 4 * c, f)
+  return conv_winograd(xs, ks, m, dtype)
+
+
 def _conv_impl(name: str) -> str:
   if name not in ("xla", "gemm"):
     raise ValueError(f"conv_impl={name!r} is not 'xla' or 'gemm' (Layers resolves config.conv_impl='auto').")
@@ -491,10 +513,11 @@ class Conv(nn.Module):
   1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
   bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
   the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
-  and float32. Stride-1 layers with at least `winograd_min_channels` input and output channels
-  take Winograd's form (`conv_winograd`) before any of these rules: the ResNet blocks' 3x3 by
-  F(4, 3) in float32 and F(2, 3) in bfloat16, the PatchGAN's 4x4 by F(3, 4) in float32 only.
-  These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
+  and float32. Before any of these rules, layers with at least `winograd_min_channels` input
+  and output channels take Winograd's form (`winograd_conv`): the ResNet blocks' 3x3 by F(4, 3)
+  in float32 and F(2, 3) in bfloat16, the stride-2 4x4 layers with outputs of at least 32x32
+  (U-Net encoder, PatchGAN) by F(3, 2) on their space-to-depth input in both, and in float32
+  only the PatchGAN's stride-1 4x4 by F(3, 4). These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
   TPUs) every layer is XLA's native convolution in `compute_dtype`.
   """
 
@@ -509,7 +532,8 @@ class Conv(nn.Module):
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
   gemm_min_channels_4x4: int = 64  # float32, 4x4 kernels: GEMM from this many input channels
   gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
-  winograd_min_channels: int = 64  # 3x3 stride 1: Winograd when input and output have at least this many
+  winograd_min_channels: int = 64  # Winograd (the table _WINOGRAD_TILE) from this many input and output channels ...
+  winograd_min_pixels_strided: int = 32 * 32  # ... and, for stride 2, this many output pixels
   conv_impl: str = "gemm"  # 'gemm' (the rules above) or 'xla' (Layers resolves config.conv_impl='auto')
 
   def uses_gemm(self, h: int, w: int, c: int) -> bool:
@@ -523,11 +547,14 @@ class Conv(nn.Module):
       return c >= self.gemm_min_channels_4x4
     return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
 
-  def winograd_tile(self, c: int) -> int | None:
-    """m of the F(m, k) this layer runs, or None when it takes another form."""
-    if _conv_impl(self.conv_impl) != "gemm" or self.strides != 1 or min(c, self.features) < self.winograd_min_channels:
+  def winograd_tile(self, h: int, w: int, c: int) -> int | None:
+    """m of the F(m, k / stride) this layer runs (`winograd_conv`), or None when it takes another form."""
+    if _conv_impl(self.conv_impl) != "gemm" or min(c, self.features) < self.winograd_min_channels:
       return None
-    return _WINOGRAD_TILE.get((self.compute_dtype, self.kernel_size))
+    out_h, out_w = _conv_out_hw(h, w, self.kernel_size, self.strides, self.padding)
+    if self.strides > 1 and out_h * out_w < self.winograd_min_pixels_strided:
+      return None
+    return _WINOGRAD_TILE.get((self.compute_dtype, self.kernel_size, self.strides))
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -537,9 +564,8 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
     if self.conv_impl == "xla":
       y = _native_conv(x.astype(dtype), kernel.astype(dtype), s, p).astype(_F32)
-    elif self.winograd_tile(c):
-      xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-      y = conv_winograd(xp, kernel, self.winograd_tile(c), dtype)
+    elif self.winograd_tile(h, w, c):
+      y = winograd_conv(x, kernel, s, p, self.winograd_tile(h, w, c), dtype)
     elif self.uses_gemm(h, w, c):
       y = conv_gemm(x, kernel, s, p, dtype)
     elif self.features == 1 and k > 1 and c >= self.gemm_min_channels:

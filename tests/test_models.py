@@ -198,19 +198,33 @@ def test_winograd_conv_equals_the_native_convolution(m, kernel, shape):
                                  lambda x, w: _native_conv(x, w, 1, 0), x, w)
 
 
-def test_winograd_rule_and_padding():
-  """Which layers take Winograd's form, and a zero-padded one (the PatchGAN's) equals XLA's."""
-  tile = lambda c, f, k, s=1, dtype="float32", impl="gemm": models.Conv(f, k, s, compute_dtype=dtype,
-                                                                        conv_impl=impl).winograd_tile(c)
-  assert [tile(256, 256, 3), tile(256, 512, 4), tile(256, 256, 3, dtype="bfloat16")] == [4, 3, 2]
-  assert {tile(256, 512, 4, dtype="bfloat16"), tile(64, 128, 3, s=2), tile(32, 256, 3), tile(256, 1, 4),
-          tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
-  x = jax.random.normal(jax.random.key(0), (1, 9, 10, 64))
-  conv = models.Conv(64, 4, 1, 1, use_bias=False)
+def test_winograd_rule():
+  """Which layers take Winograd's form: wide 3x3 and 4x4 (float32 only) stride-1 layers, wide
+  stride-2 4x4 layers with outputs of 32x32 or more, nothing on conv_impl='xla'."""
+  def tile(c, f, k, s=1, hw=64, dtype="float32", impl="gemm"):
+    return models.Conv(f, k, s, 1 if k == 4 else 0, compute_dtype=dtype, conv_impl=impl).winograd_tile(hw, hw, c)
+  assert [tile(256, 256, 3), tile(256, 512, 4, hw=32), tile(256, 256, 3, dtype="bfloat16"), tile(64, 128, 4, 2),
+          tile(64, 128, 4, 2, dtype="bfloat16")] == [4, 3, 2, 3, 3]
+  assert {tile(256, 512, 4, dtype="bfloat16"), tile(128, 256, 4, 2, hw=32),
+          tile(64, 128, 3, 2), tile(32, 256, 3), tile(256, 1, 4), tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
+  conv, x = models.Conv(128, 4, 2, 1, use_bias=False), jax.random.normal(jax.random.key(0), (1, 64, 64, 64))
   params = conv.init(jax.random.key(1), x)
   with jax.default_matmul_precision("highest"):
-    np.testing.assert_allclose(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 1, 1),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 2, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((1, 9, 10, 4), 4, 1, 1),  # the PatchGAN's stride-1 layer
+    ((2, 12, 14, 3), 4, 2, 1),  # stride 2 (U-Net encoder, PatchGAN)
+    ((1, 11, 9, 2), 4, 2, 1),  # odd sizes: the last row and column are not read
+    ((1, 8, 8, 2), 4, 2, 0),
+])
+def test_winograd_padded_and_strided_conv_equals_the_native_convolution(shape, kernel, stride, padding):
+  with jax.default_matmul_precision("highest"):
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, shape[-1], 3))
+    _assert_same_value_and_grads(lambda x, w: models.winograd_conv(x, w, stride, padding, 3, jnp.dtype("float32")),
+                                 lambda x, w: _native_conv(x, w, stride, padding), x, w)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
