@@ -276,15 +276,16 @@ conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 
 # Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 # Networks", CVPR 2016) for the wide convolutions (ResNet blocks, PatchGAN, U-Net encoder;
-# stride 2 by space-to-depth, `winograd_conv`). F(m, r) computes an m x m output tile from an n x n input tile,
-# n = m + r - 1, as Y = A^T [(G g G^T) * (B^T d B)] A: the products over channels become n^2
-# GEMMs with m^2 r^2 / n^2 times fewer multiply-adds than the direct form (F(4, 3): 4x fewer,
-# F(3, 4): 4x, F(2, 3): 2.25x). The transforms are sums of strided slices (memory-bound
-# elementwise work). Their larger coefficients (points +-2) magnify bfloat16's rounding to
-# 2-7% of the output scale, so bfloat16 runs only F(2, 3), whose error (~0.4%) is that of a
-# bfloat16 GEMM; float32's stays below 2e-5 (BENCHMARKS.md).
+# stride 2 by space-to-depth, `winograd_conv`). F(m, r) computes an m x m output tile from an
+# n x n input tile, n = m + r - 1, as Y = A^T [(G g G^T) * (B^T d B)] A: the products over
+# channels become n^2 GEMMs with m^2 r^2 / n^2 times fewer multiply-adds than the direct form
+# (F(4, 3) and F(3, 4): 4x fewer, F(2, 3) and F(3, 2): 2.25x). The transforms are sums of
+# strided slices (memory-bound elementwise work). The points +-2 of the larger tiles magnify
+# bfloat16's rounding to 2-7% of the output scale, so bfloat16 runs only the tiles on 0 and +-1
+# (F(2, 3), F(3, 2)), whose error (~0.5%) is near a bfloat16 GEMM's; float32's stays below 2e-5
+# (BENCHMARKS.md).
 
-_WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
+_WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0)  # enough for F(4, 3) and F(3, 4)
 # (compute dtype, kernel size, stride) -> m of the F(m, k / stride) such layers run (BENCHMARKS.md).
 _WINOGRAD_TILE = {("float32", 3, 1): 4, ("float32", 4, 1): 3, ("float32", 4, 2): 3, ("bfloat16", 3, 1): 2,
                   ("bfloat16", 4, 2): 3}
@@ -368,16 +369,12 @@ def _conv_winograd(x: Array, kernel: Array, m: int, dtype: Any) -> Array:
   return _conv_winograd_fwd(x, kernel, m, dtype)[0]
 
 
-def _winograd_tiles(h: int, w: int, m: int, r: int) -> tuple[int, int, int, int]:
-  out_h, out_w = h - r + 1, w - r + 1
-  return out_h, out_w, -(-out_h // m), -(-out_w // m)
-
-
 def _conv_winograd_fwd(x, kernel, m, dtype):
   n, h, w, c = x.shape
   r = kernel.shape[0]
   at, g, bt = winograd_matrices(m, r)
-  out_h, out_w, th, tw = _winograd_tiles(h, w, m, r)
+  out_h, out_w = h - r + 1, w - r + 1
+  th, tw = -(-out_h // m), -(-out_w // m)  # tiles, the last ones partly outside
   xp = jnp.pad(x.astype(_F32), ((0, 0), (0, th * m + r - 1 - h), (0, tw * m + r - 1 - w), (0, 0)))
   v = _winograd_tiles_transform(xp, bt, m, th, tw).astype(dtype)
   u = _winograd_kernel(kernel, g).astype(dtype)
@@ -387,7 +384,7 @@ def _conv_winograd_fwd(x, kernel, m, dtype):
 
 def _conv_winograd_bwd(m, dtype, res, dy):
   v, u, x_dtype = res
-  nn2, n, th, tw, c = v.shape
+  nn2, batch, th, tw, c = v.shape
   f = u.shape[-1]
   r = int(round(nn2**0.5)) - m + 1
   at, g, bt = winograd_matrices(m, r)
@@ -399,7 +396,7 @@ def _conv_winograd_bwd(m, dtype, res, dy):
   # Contracting the tiles as three dimensions lets XLA transpose v into a fast GEMM (see _weight_grad).
   du = jnp.einsum("bnhwc,bnhwf->bcf", v, dprod, preferred_element_type=_F32)
   (dxp,) = jax.linear_transpose(lambda x: _winograd_tiles_transform(x, bt, m, th, tw),
-                                jax.ShapeDtypeStruct((n, h, w, c), _F32))(dv)
+                                jax.ShapeDtypeStruct((batch, h, w, c), _F32))(dv)
   (dk,) = jax.linear_transpose(lambda k: _winograd_kernel(k, g), jax.ShapeDtypeStruct((r, r, c, f), _F32))(du)
   out_h, out_w = dy.shape[1:3]
   return dxp[:, :out_h + r - 1, :out_w + r - 1].astype(x_dtype.dtype), dk
