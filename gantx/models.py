@@ -514,8 +514,9 @@ class Conv(nn.Module):
   and output channels take Winograd's form (`winograd_conv`): the ResNet blocks' 3x3 by F(4, 3)
   in float32 and F(2, 3) in bfloat16, the stride-2 4x4 layers with outputs of at least 32x32
   (U-Net encoder, PatchGAN) by F(3, 2) on their space-to-depth input in both, and in float32
-  only the PatchGAN's stride-1 4x4 by F(3, 4). These rules are XLA:CPU's: with `conv_impl='xla'` (what 'auto' gives on GPUs and
-  TPUs) every layer is XLA's native convolution in `compute_dtype`.
+  only the PatchGAN's stride-1 4x4 by F(3, 4). These rules are XLA:CPU's: with
+  `conv_impl='xla'` (what 'auto' gives on GPUs and TPUs) every layer is XLA's native
+  convolution in `compute_dtype`.
   """
 
   features: int
@@ -529,8 +530,8 @@ class Conv(nn.Module):
   gemm_min_channels: int = 128  # ... and the input has at least this many channels
   gemm_min_channels_4x4: int = 64  # float32, 4x4 kernels: GEMM from this many input channels
   gemm_min_channels_bf16: int = 16  # bfloat16: GEMM when input and output have at least this many
-  winograd_min_channels: int = 64  # Winograd (the table _WINOGRAD_TILE) from this many input and output channels ...
-  winograd_min_pixels_strided: int = 32 * 32  # ... and, for stride 2, this many output pixels
+  winograd_min_channels: int = 64  # Winograd (_WINOGRAD_TILE) from this many input and output channels ...
+  winograd_min_pixels_strided: int = 32 * 32  # ... and, with stride 2, this many output pixels
   conv_impl: str = "gemm"  # 'gemm' (the rules above) or 'xla' (Layers resolves config.conv_impl='auto')
 
   def uses_gemm(self, h: int, w: int, c: int) -> bool:

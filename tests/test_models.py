@@ -200,13 +200,14 @@ def test_winograd_conv_equals_the_native_convolution(m, kernel, shape):
 
 def test_winograd_rule():
   """Which layers take Winograd's form: wide 3x3 and 4x4 (float32 only) stride-1 layers, wide
-  stride-2 4x4 layers with outputs of 32x32 or more, nothing on conv_impl='xla'."""
+  stride-2 4x4 layers with outputs of 32x32 or more, nothing on conv_impl='xla'; such a
+  stride-2 layer gives XLA's convolution."""
   def tile(c, f, k, s=1, hw=64, dtype="float32", impl="gemm"):
     return models.Conv(f, k, s, 1 if k == 4 else 0, compute_dtype=dtype, conv_impl=impl).winograd_tile(hw, hw, c)
   assert [tile(256, 256, 3), tile(256, 512, 4, hw=32), tile(256, 256, 3, dtype="bfloat16"), tile(64, 128, 4, 2),
           tile(64, 128, 4, 2, dtype="bfloat16")] == [4, 3, 2, 3, 3]
-  assert {tile(256, 512, 4, dtype="bfloat16"), tile(128, 256, 4, 2, hw=32),
-          tile(64, 128, 3, 2), tile(32, 256, 3), tile(256, 1, 4), tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
+  assert {tile(256, 512, 4, dtype="bfloat16"), tile(128, 256, 4, 2, hw=32), tile(64, 128, 3, 2), tile(32, 256, 3),
+          tile(256, 1, 4), tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
   conv, x = models.Conv(128, 4, 2, 1, use_bias=False), jax.random.normal(jax.random.key(0), (1, 64, 64, 64))
   params = conv.init(jax.random.key(1), x)
   with jax.default_matmul_precision("highest"):
