@@ -560,10 +560,11 @@ class Conv(nn.Module):
     k, s, p = self.kernel_size, self.strides, self.padding
     dtype = _compute_dtype(self.compute_dtype)
     kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
+    tile = self.winograd_tile(h, w, c)
     if self.conv_impl == "xla":
       y = _native_conv(x.astype(dtype), kernel.astype(dtype), s, p).astype(_F32)
-    elif self.winograd_tile(h, w, c):
-      y = winograd_conv(x, kernel, s, p, self.winograd_tile(h, w, c), dtype)
+    elif tile:
+      y = winograd_conv(x, kernel, s, p, tile, dtype)
     elif self.uses_gemm(h, w, c):
       y = conv_gemm(x, kernel, s, p, dtype)
     elif self.features == 1 and k > 1 and c >= self.gemm_min_channels:
