@@ -249,6 +249,33 @@ def test_conv_transpose_xla_equals_gemm(kernel, padding, output_padding):
     _assert_same_value_and_grads(apply("xla"), apply("gemm"), x, params["kernel"])
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 8, 8, 3)])
+def test_winograd_conv_transpose_equals_gemm(shape):
+  """The 4x4 stride-2 transposed convolution as the adjoint of the Winograd convolution: the
+  outputs and gradients of GEMM + col2im."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (shape[-1], 4, 4, 5))
+  with jax.default_matmul_precision("highest"):
+    _assert_same_value_and_grads(lambda x, w: models.winograd_conv_transpose(x, w, 2, 1, 3, jnp.dtype("float32")),
+                                 lambda x, w: models.conv_transpose_gemm(x, w, 2, 1, 0, jnp.dtype("float32")), x, w)
+
+
+def test_winograd_conv_transpose_rule():
+  """Wide 4x4 stride-2 layers from 64x64 inputs (the U-Net's 64x64 -> 128x128 level) in float32;
+  not in bfloat16, narrower, smaller, with output padding (the ResNet's) or on conv_impl='xla'."""
+  def tile(c, f, hw, k=4, op=0, dtype="float32", impl="gemm"):
+    return models.ConvTranspose(f, k, 2, 1, op, compute_dtype=dtype, conv_impl=impl).winograd_tile(hw, hw, c)
+  assert tile(256, 64, 64) == 3
+  assert {tile(256, 64, 64, dtype="bfloat16"), tile(512, 128, 32), tile(128, 3, 128), tile(128, 64, 64, k=3, op=1),
+          tile(256, 64, 64, impl="xla")} == {None}
+  x = jax.random.normal(jax.random.key(0), (1, 64, 64, 64))
+  layer = models.ConvTranspose(64, 4)
+  params = layer.init(jax.random.key(1), x)
+  with jax.default_matmul_precision("highest"):
+    np.testing.assert_allclose(layer.apply(params, x), models.conv_transpose_gemm(
+        x, params["params"]["kernel"], 2, 1, 0, jnp.dtype("float32")) + params["params"]["bias"], atol=1e-4)
+
+
 @pytest.mark.parametrize("netG,norm,shape", [("unet_32", "batch", (2, 32, 32, 3)),
                                                ("resnet_2blocks", "instance", (1, 16, 16, 3))])
 def test_conv_impl_xla_equals_gemm_networks(netG, norm, shape):
