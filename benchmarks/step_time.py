@@ -362,8 +362,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   # abstract arguments: the arithmetic of the direct form, which PyTorch's step does too, one
   # count for every backend (after compilation, GPUs' cuDNN calls are not counted) and every
   # conv_impl (the CPU rules' Winograd layers do fewer multiply-adds than they are credited with).
-  direct = case.config()
-  direct.conv_impl = "xla"
+  direct = dataclasses.replace(case, conv_impl="xla").config()
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (state, batch))
   direct_step = steps.train_step_fn(direct, state_lib.build_networks(direct, spe=1000))
   flops = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))

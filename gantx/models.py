@@ -176,6 +176,10 @@ def _conv_out_hw(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
   return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
 
 
+def _conv_transpose_out_hw(h: int, w: int, k: int, s: int, p: int, output_padding: int) -> tuple[int, int]:
+  return (h - 1) * s - 2 * p + k + output_padding, (w - 1) * s - 2 * p + k + output_padding
+
+
 def _conv_gemm_fwd(x, kernel, stride, padding, dtype):
   n, h, w, c = x.shape
   k, f = kernel.shape[0], kernel.shape[-1]
@@ -223,8 +227,7 @@ def conv_transpose_gemm(x: Array, kernel: Array, stride: int, padding: int, outp
 def _conv_transpose_fwd(x, kernel, stride, padding, output_padding, dtype):
   n, h, w, c = x.shape
   k, f = kernel.shape[1], kernel.shape[-1]
-  out_h = (h - 1) * stride - 2 * padding + k + output_padding
-  out_w = (w - 1) * stride - 2 * padding + k + output_padding
+  out_h, out_w = _conv_transpose_out_hw(h, w, k, stride, padding, output_padding)
   xc, kc = x.astype(dtype), kernel.astype(dtype)
   z = _gemm(xc, kc.reshape(c, k * k * f), (3, 0)).reshape(n, h, w, k, k, f)
   return _col2im(z, k, stride, padding, out_h, out_w), (xc, kc, jnp.zeros((0,), x.dtype))
@@ -442,7 +445,7 @@ def winograd_conv_transpose(x: Array, kernel: Array, stride: int, padding: int, 
   """
   n, h, w, _ = x.shape
   k, f = kernel.shape[1], kernel.shape[-1]
-  out_shape = (n, (h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k, f)
+  out_shape = (n, *_conv_transpose_out_hw(h, w, k, stride, padding, 0), f)
   conv = lambda z: winograd_conv(z, kernel.transpose(1, 2, 3, 0), stride, padding, m, dtype)
   return jax.vjp(conv, jnp.zeros(out_shape, _F32))[1](x.astype(_F32))[0]
 
@@ -511,8 +514,7 @@ class ConvTranspose(nn.Module):
     n, h, w, c = x.shape
     k, s, p = self.kernel_size, self.strides, self.padding
     kernel = self.param("kernel", self.kernel_init, (c, k, k, self.features), jnp.float32)
-    out_h = (h - 1) * s - 2 * p + k + self.output_padding
-    out_w = (w - 1) * s - 2 * p + k + self.output_padding
+    out_h, out_w = _conv_transpose_out_hw(h, w, k, s, p, self.output_padding)
     if out_h % s or out_w % s:
       raise ValueError(f"ConvTranspose: output {out_h}x{out_w} is not a multiple of stride {s}.")
     dtype = _compute_dtype(self.compute_dtype)
