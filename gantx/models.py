@@ -282,19 +282,21 @@ conv_one_filter.defvjp(_conv_one_filter_fwd, _conv_one_filter_bwd)
 # stride 2 by space-to-depth, `winograd_conv`). F(m, r) computes an m x m output tile from an
 # n x n input tile, n = m + r - 1, as Y = A^T [(G g G^T) * (B^T d B)] A: the products over
 # channels become n^2 GEMMs with m^2 r^2 / n^2 times fewer multiply-adds than the direct form
-# (F(4, 3) and F(3, 4): 4x fewer, F(2, 3) and F(3, 2): 2.25x). The transforms are sums of
-# strided slices (memory-bound elementwise work). The points +-2 of the larger tiles magnify
-# bfloat16's rounding to 2-7% of the output scale, so bfloat16 runs only the tiles on 0 and +-1
-# (F(2, 3), F(3, 2)), whose error (~0.5%) is near a bfloat16 GEMM's; float32's stays below 2e-5
-# (BENCHMARKS.md).
+# (F(4, 3) and F(3, 4): 4x fewer, F(2, 3) and F(3, 2): 2.25x, F(2, 2): 1.78x). The transforms
+# are sums of strided slices (memory-bound elementwise work). The points +-2 of the larger tiles
+# magnify bfloat16's rounding to 2-7% of the output scale, so bfloat16 runs only the tiles on 0
+# and +-1 (F(2, 3), F(3, 2), F(2, 2)), whose error (~0.5%) is near a bfloat16 GEMM's; float32's
+# stays below 2e-5 (BENCHMARKS.md).
 
 _WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -2.0)  # enough for F(4, 3) and F(3, 4)
-# (compute dtype, kernel size, stride) -> m of the F(m, k / stride) such layers run (BENCHMARKS.md).
-_WINOGRAD_TILE = {("float32", 3, 1): 4, ("float32", 4, 1): 3, ("float32", 4, 2): 3, ("bfloat16", 3, 1): 2,
-                  ("bfloat16", 4, 2): 3}
+# (compute dtype, kernel size, stride) -> the (m, r) of the F(m, r) such layers run (BENCHMARKS.md):
+# r = k / stride, or a divisor of it (`winograd_conv` splits the kernel into (k / stride / r)^2
+# shifted r x r kernels): bfloat16's stride-1 4x4 runs as four 2x2 by F(2, 2).
+_WINOGRAD_TILE = {("float32", 3, 1): (4, 3), ("float32", 4, 1): (3, 4), ("float32", 4, 2): (3, 2),
+                  ("bfloat16", 3, 1): (2, 3), ("bfloat16", 4, 1): (2, 2), ("bfloat16", 4, 2): (3, 2)}
 # The same for transposed convolutions (`winograd_conv_transpose`): in bfloat16 the GEMM + col2im
 # form was as fast in the step.
-_WINOGRAD_TILE_TRANSPOSED = {("float32", 4, 2): 3}
+_WINOGRAD_TILE_TRANSPOSED = {("float32", 4, 2): (3, 2)}
 
 
 @functools.lru_cache
@@ -414,28 +416,41 @@ _conv_winograd.defvjp(_conv_winograd_fwd, _conv_winograd_bwd)
 conv_winograd = jax.jit(_conv_winograd, static_argnums=(2, 3))
 
 
-def winograd_conv(x: Array, kernel: Array, stride: int, padding: int, m: int, dtype: Any) -> Array:
-  """Zero-padded convolution, stride 1 or stride 2 with an even kernel, by `conv_winograd`.
+def winograd_conv(x: Array, kernel: Array, stride: int, padding: int, tile: tuple[int, int], dtype: Any) -> Array:
+  """Zero-padded convolution, stride 1 or stride 2 with an even kernel, by `conv_winograd`'s F(m, r).
 
   Stride 2 is a stride-1 convolution of the space-to-depth input (2x2 pixel blocks as 4C
   channels) with a k/2 x k/2 kernel: out[i] = sum_a xp[2i + a] w[a] = sum_{t, rho} xp[2(i + t) + rho] w[2t + rho].
+  A stride-1 kernel of size k = q r is then split into q x q shifted r x r kernels, whose inputs
+  are stacked as q^2 C channels: out[i] = sum_u x[i + u] w[u] = sum_{t, a} x[i + r t + a] w[r t + a].
   """
+  m, r = tile
   p = padding
-  if stride == 1:
-    return conv_winograd(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), kernel, m, dtype)
   n, h, w, c = x.shape
   k, f = kernel.shape[0], kernel.shape[-1]
-  if stride != 2 or k % 2:
+  if stride == 1:
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  elif stride == 2 and k % 2 == 0:
+    out_h, out_w = _conv_out_hw(h, w, k, stride, p)
+    hp, wp = 2 * (out_h + k // 2 - 1), 2 * (out_w + k // 2 - 1)  # rows and columns that the output reads
+    xp = jnp.pad(x, ((0, 0), (p, max(0, hp - h - p)), (p, max(0, wp - w - p)), (0, 0)))[:, :hp, :wp]
+    xp = xp.reshape(n, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp // 2, wp // 2, 4 * c)
+    k, c = k // 2, 4 * c
+    kernel = kernel.reshape(k, 2, k, 2, c // 4, f).transpose(0, 2, 1, 3, 4, 5).reshape(k, k, c, f)
+  else:
     raise ValueError(f"winograd_conv: stride {stride} with a {k}x{k} kernel (stride 1, or 2 with an even kernel).")
-  out_h, out_w = _conv_out_hw(h, w, k, stride, p)
-  hp, wp = 2 * (out_h + k // 2 - 1), 2 * (out_w + k // 2 - 1)  # rows and columns that the output reads
-  xp = jnp.pad(x, ((0, 0), (p, max(0, hp - h - p)), (p, max(0, wp - w - p)), (0, 0)))[:, :hp, :wp]
-  xs = xp.reshape(n, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp // 2, wp // 2, 4 * c)
-  ks = kernel.reshape(k // 2, 2, k // 2, 2, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(k // 2, k // 2, 4 * c, f)
-  return conv_winograd(xs, ks, m, dtype)
+  if k % r:
+    raise ValueError(f"winograd_conv: F({m}, {r}) cannot split a {k}x{k} (stride-1) kernel.")
+  q = k // r
+  if q > 1:
+    hh, ww = xp.shape[1] - r * (q - 1), xp.shape[2] - r * (q - 1)
+    xp = jnp.concatenate([xp[:, r * a:r * a + hh, r * b:r * b + ww] for a in range(q) for b in range(q)], axis=-1)
+    kernel = kernel.reshape(q, r, q, r, c, f).transpose(1, 3, 0, 2, 4, 5).reshape(r, r, q * q * c, f)
+  return conv_winograd(xp, kernel, m, dtype)
 
 
-def winograd_conv_transpose(x: Array, kernel: Array, stride: int, padding: int, m: int, dtype: Any) -> Array:
+def winograd_conv_transpose(x: Array, kernel: Array, stride: int, padding: int, tile: tuple[int, int],
+                            dtype: Any) -> Array:
   """PyTorch's ConvTranspose2d of NHWC `x`, `kernel` (in, k, k, out), no output padding, by Winograd.
 
   A transposed convolution is the input gradient of the convolution with the same weight (which
@@ -446,7 +461,7 @@ def winograd_conv_transpose(x: Array, kernel: Array, stride: int, padding: int, 
   n, h, w, _ = x.shape
   k, f = kernel.shape[1], kernel.shape[-1]
   out_shape = (n, *_conv_transpose_out_hw(h, w, k, stride, padding, 0), f)
-  conv = lambda z: winograd_conv(z, kernel.transpose(1, 2, 3, 0), stride, padding, m, dtype)
+  conv = lambda z: winograd_conv(z, kernel.transpose(1, 2, 3, 0), stride, padding, tile, dtype)
   return jax.vjp(conv, jnp.zeros(out_shape, _F32))[1](x.astype(_F32))[0]
 
 
@@ -502,8 +517,8 @@ class ConvTranspose(nn.Module):
   winograd_min_channels: int = 64  # 'gemm', 4x4 stride 2: Winograd from this many input and output channels ...
   winograd_min_pixels: int = 64 * 64  # ... and this many input pixels
 
-  def winograd_tile(self, h: int, w: int, c: int) -> int | None:
-    """m of the F(m, 2) this layer runs (`winograd_conv_transpose`), or None for GEMM + col2im."""
+  def winograd_tile(self, h: int, w: int, c: int) -> tuple[int, int] | None:
+    """(m, r) of the F(m, r) this layer runs (`winograd_conv_transpose`), or None for GEMM + col2im."""
     if (_conv_impl(self.conv_impl) != "gemm" or self.output_padding or min(c, self.features) < self.winograd_min_channels
         or h * w < self.winograd_min_pixels):
       return None
@@ -548,8 +563,9 @@ class Conv(nn.Module):
   and float32. Before any of these rules, layers with at least `winograd_min_channels` input
   and output channels take Winograd's form (`winograd_conv`): the ResNet blocks' 3x3 by F(4, 3)
   in float32 and F(2, 3) in bfloat16, the stride-2 4x4 layers with outputs of at least 32x32
-  (U-Net encoder, PatchGAN) by F(3, 2) on their space-to-depth input in both, and in float32
-  only the PatchGAN's stride-1 4x4 by F(3, 4). These rules are XLA:CPU's: with
+  (U-Net encoder, PatchGAN) by F(3, 2) on their space-to-depth input in both, and the
+  PatchGAN's stride-1 4x4 by F(3, 4) in float32, as four shifted 2x2 kernels by F(2, 2) in
+  bfloat16. These rules are XLA:CPU's: with
   `conv_impl='xla'` (what 'auto' gives on GPUs and TPUs) every layer is XLA's native
   convolution in `compute_dtype`.
   """
@@ -580,8 +596,8 @@ class Conv(nn.Module):
       return c >= self.gemm_min_channels_4x4
     return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
 
-  def winograd_tile(self, h: int, w: int, c: int) -> int | None:
-    """m of the F(m, k / stride) this layer runs (`winograd_conv`), or None when it takes another form."""
+  def winograd_tile(self, h: int, w: int, c: int) -> tuple[int, int] | None:
+    """(m, r) of the F(m, r) this layer runs (`winograd_conv`), or None when it takes another form."""
     if _conv_impl(self.conv_impl) != "gemm" or min(c, self.features) < self.winograd_min_channels:
       return None
     out_h, out_w = _conv_out_hw(h, w, self.kernel_size, self.strides, self.padding)

@@ -199,14 +199,15 @@ def test_winograd_conv_equals_the_native_convolution(m, kernel, shape):
 
 
 def test_winograd_rule():
-  """Which layers take Winograd's form: wide 3x3 and 4x4 (float32 only) stride-1 layers, wide
-  stride-2 4x4 layers with outputs of 32x32 or more, nothing on conv_impl='xla'; such a
+  """Which layers take Winograd's form: wide 3x3 and 4x4 stride-1 layers (4x4 in bfloat16 as four
+  2x2), wide stride-2 4x4 layers with outputs of 32x32 or more, nothing on conv_impl='xla'; such a
   stride-2 layer gives XLA's convolution."""
   def tile(c, f, k, s=1, hw=64, dtype="float32", impl="gemm"):
     return models.Conv(f, k, s, 1 if k == 4 else 0, compute_dtype=dtype, conv_impl=impl).winograd_tile(hw, hw, c)
-  assert [tile(256, 256, 3), tile(256, 512, 4, hw=32), tile(256, 256, 3, dtype="bfloat16"), tile(64, 128, 4, 2),
-          tile(64, 128, 4, 2, dtype="bfloat16")] == [4, 3, 2, 3, 3]
-  assert {tile(256, 512, 4, dtype="bfloat16"), tile(128, 256, 4, 2, hw=32), tile(64, 128, 3, 2), tile(32, 256, 3),
+  assert [tile(256, 256, 3), tile(256, 512, 4, hw=32), tile(256, 256, 3, dtype="bfloat16"),
+          tile(256, 512, 4, hw=32, dtype="bfloat16"), tile(64, 128, 4, 2), tile(64, 128, 4, 2, dtype="bfloat16")
+          ] == [(4, 3), (3, 4), (2, 3), (2, 2), (3, 2), (3, 2)]
+  assert {tile(128, 256, 4, 2, hw=32), tile(64, 128, 3, 2), tile(32, 256, 3),
           tile(256, 1, 4), tile(256, 256, 3, impl="xla"), tile(256, 256, 7)} == {None}
   conv, x = models.Conv(128, 4, 2, 1, use_bias=False), jax.random.normal(jax.random.key(0), (1, 64, 64, 64))
   params = conv.init(jax.random.key(1), x)
@@ -214,17 +215,19 @@ def test_winograd_rule():
     np.testing.assert_allclose(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 2, 1), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((1, 9, 10, 4), 4, 1, 1),  # the PatchGAN's stride-1 layer
-    ((2, 12, 14, 3), 4, 2, 1),  # stride 2 (U-Net encoder, PatchGAN)
-    ((1, 11, 9, 2), 4, 2, 1),  # odd sizes: the last row and column are not read
-    ((1, 8, 8, 2), 4, 2, 0),
+@pytest.mark.parametrize("shape,kernel,stride,padding,tile", [
+    ((1, 9, 10, 4), 4, 1, 1, (3, 4)),  # the PatchGAN's stride-1 layer
+    ((1, 9, 10, 4), 4, 1, 1, (2, 2)),  # ... split into four 2x2 kernels (bfloat16's form)
+    ((2, 8, 7, 3), 4, 1, 0, (3, 2)),  # split, partial tiles
+    ((2, 12, 14, 3), 4, 2, 1, (3, 2)),  # stride 2 (U-Net encoder, PatchGAN)
+    ((1, 11, 9, 2), 4, 2, 1, (3, 2)),  # odd sizes: the last row and column are not read
+    ((1, 8, 8, 2), 4, 2, 0, (3, 2)),
 ])
-def test_winograd_padded_and_strided_conv_equals_the_native_convolution(shape, kernel, stride, padding):
+def test_winograd_padded_and_strided_conv_equals_the_native_convolution(shape, kernel, stride, padding, tile):
   with jax.default_matmul_precision("highest"):
     x = jax.random.normal(jax.random.key(0), shape)
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, shape[-1], 3))
-    _assert_same_value_and_grads(lambda x, w: models.winograd_conv(x, w, stride, padding, 3, jnp.dtype("float32")),
+    _assert_same_value_and_grads(lambda x, w: models.winograd_conv(x, w, stride, padding, tile, jnp.dtype("float32")),
                                  lambda x, w: _native_conv(x, w, stride, padding), x, w)
 
 
@@ -256,7 +259,7 @@ def test_winograd_conv_transpose_equals_gemm(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   w = jax.random.normal(jax.random.key(1), (shape[-1], 4, 4, 5))
   with jax.default_matmul_precision("highest"):
-    _assert_same_value_and_grads(lambda x, w: models.winograd_conv_transpose(x, w, 2, 1, 3, jnp.dtype("float32")),
+    _assert_same_value_and_grads(lambda x, w: models.winograd_conv_transpose(x, w, 2, 1, (3, 2), jnp.dtype("float32")),
                                  lambda x, w: models.conv_transpose_gemm(x, w, 2, 1, 0, jnp.dtype("float32")), x, w)
 
 
@@ -265,7 +268,7 @@ def test_winograd_conv_transpose_rule():
   not in bfloat16, narrower, smaller, with output padding (the ResNet's) or on conv_impl='xla'."""
   def tile(c, f, hw, k=4, op=0, dtype="float32", impl="gemm"):
     return models.ConvTranspose(f, k, 2, 1, op, compute_dtype=dtype, conv_impl=impl).winograd_tile(hw, hw, c)
-  assert tile(256, 64, 64) == 3
+  assert tile(256, 64, 64) == (3, 2)
   assert {tile(256, 64, 64, dtype="bfloat16"), tile(512, 128, 32), tile(128, 3, 128), tile(128, 64, 64, k=3, op=1),
           tile(256, 64, 64, impl="xla")} == {None}
   x = jax.random.normal(jax.random.key(0), (1, 64, 64, 64))
