@@ -435,8 +435,8 @@ def winograd_conv(x: Array, kernel: Array, stride: int, padding: int, tile: tupl
     hp, wp = 2 * (out_h + k // 2 - 1), 2 * (out_w + k // 2 - 1)  # rows and columns that the output reads
     xp = jnp.pad(x, ((0, 0), (p, max(0, hp - h - p)), (p, max(0, wp - w - p)), (0, 0)))[:, :hp, :wp]
     xp = xp.reshape(n, hp // 2, 2, wp // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp // 2, wp // 2, 4 * c)
+    kernel = kernel.reshape(k // 2, 2, k // 2, 2, c, f).transpose(0, 2, 1, 3, 4, 5).reshape(k // 2, k // 2, 4 * c, f)
     k, c = k // 2, 4 * c
-    kernel = kernel.reshape(k, 2, k, 2, c // 4, f).transpose(0, 2, 1, 3, 4, 5).reshape(k, k, c, f)
   else:
     raise ValueError(f"winograd_conv: stride {stride} with a {k}x{k} kernel (stride 1, or 2 with an even kernel).")
   if k % r:
