@@ -343,6 +343,26 @@ def test_bfloat16_layers_are_close_to_float32_and_keep_float32_parameters(conv_i
       assert float(jnp.linalg.norm(b - a) / jnp.linalg.norm(a)) < 0.05
 
 
+@pytest.mark.parametrize("kernel,stride,hw,tile", [(3, 1, 12, (2, 3)), (4, 1, 12, (2, 2)), (4, 2, 64, (3, 2))])
+def test_bfloat16_winograd_layers_are_close_to_float32(kernel, stride, hw, tile):
+  """The bfloat16 Winograd rules (ResNet 3x3, the PatchGAN's stride-1 4x4 as four 2x2, stride-2
+  4x4) on 64 channels: outputs within 2% (relative L2) of XLA's float32 convolution, gradients
+  within 5%."""
+  x = jax.random.normal(jax.random.key(0), (1, hw, hw, 64))
+  layer = models.Conv(64, kernel, stride, 1, use_bias=False, compute_dtype="bfloat16")
+  assert layer.winograd_tile(hw, hw, 64) == tile
+  kernel_ = layer.init(jax.random.key(1), x)["params"]["kernel"]
+  f16 = lambda x, k: layer.apply({"params": {"kernel": k}}, x)
+  f32 = lambda x, k: _native_conv(x, k, stride, 1)
+  with jax.default_matmul_precision("highest"):
+    (y16, v16), (y32, v32) = (jax.vjp(f, x, kernel_) for f in (f16, f32))
+    dy = jax.random.normal(jax.random.key(2), y32.shape)
+    rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+    assert y16.dtype == jnp.float32 and rel(y16, y32) < 0.02
+    for a, b in zip(v16(dy), v32(dy)):
+      assert rel(a, b) < 0.05
+
+
 @pytest.mark.parametrize("netG,norm,shape", [("unet_32", "batch", (2, 32, 32, 3)),
                                                ("resnet_2blocks", "instance", (1, 16, 16, 3))])
 def test_bfloat16_networks_match_float32(netG, norm, shape):
