@@ -309,8 +309,11 @@ def _device_peak_bytes(device) -> int | None:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: float = 0.0,
-                 cached_compile: bool = True) -> dict:
+def build_jax_step(case: Case, seed: int) -> dict:
+  """The case's train step as `gantx/train.py` builds it: a 1-device ('data',) mesh, the state
+  replicated, the batch sharded on its first axis, the state donated. Returns config, nets,
+  state, batch, the jitted step (not yet compiled), init_s (state init, compiled and run) and
+  params (parameter count of each network)."""
   import functools
 
   import jax
@@ -320,7 +323,6 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   from gantx import models, parallel, state as state_lib, steps
 
   config = case.config()
-  reset_ok = reset_peak_rss()
   # A 1-device ('data',) mesh, as parallel.make_mesh() gives on one device.
   mesh = jax.make_mesh((1,), (parallel.DATA_AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:1])
   repl, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -341,6 +343,22 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
 
   train_step = jax.jit(steps.train_step_fn(config, nets), in_shardings=(repl, batch_sharding),
                        out_shardings=(repl, repl), donate_argnums=0)
+  return dict(config=config, nets=nets, state=state, batch=batch, train_step=train_step, init_s=init_s,
+              params=params)
+
+
+def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: float = 0.0,
+                 cached_compile: bool = True) -> dict:
+  import jax
+  import numpy as np
+
+  from gantx import state as state_lib, steps
+
+  reset_ok = reset_peak_rss()
+  built = build_jax_step(case, seed)
+  config, state, batch, train_step = built["config"], built["state"], built["batch"], built["train_step"]
+  init_s, params = built["init_s"], built["params"]
+  del built
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     t0 = time.perf_counter()

@@ -1,0 +1,261 @@
+"""Where a train step's time goes: a kernel-level profile of the gantx step (JAX) or of the
+official step (PyTorch), summed per kernel and per kind of kernel.
+
+One case per run (model, batch size, compute dtype), built as `step_time.py` builds it. The
+script compiles (JAX) or warms up (PyTorch), times --steps steps without the profiler (the wall
+step), then traces --steps more steps (jax.profiler with a Perfetto trace, torch.profiler's
+Chrome trace) and sums the device events of the trace: each kernel's time per step and calls
+per step, and the totals of five kinds of kernel (convolution/matmul libraries, layout
+transposes and copies, reductions and norms, other fusions/elementwise, memcpy/memset). Device
+busy time per step below the wall step is time the device waited (launches, host work).
+
+    python3 benchmarks/profile_step.py --framework jax --device gpu --model cycle_gan --batch-size 4
+    python3 benchmarks/profile_step.py --framework torch --device gpu --model cycle_gan --batch-size 4
+    .venv/bin/python benchmarks/profile_step.py --framework jax --device cpu --model pix2pix --size 64 \\
+        --ngf 8 --ndf 8 --steps 2      # plumbing check on the CPU (host XLA ops instead of kernels)
+
+On the GPU the JAX side uses the machine's jax (with CUDA) and the torch side its torch, both
+under one `python3` (benchmarks/gpu_run.sh); on the CPU torch is not profiled. Prints the
+summary; --out DIR also writes it as DIR/profile_<framework>_<model>_bs<B>_<dtype><tag>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import pathlib
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+from torch_step import time_samples  # noqa: E402  (torch-free)
+
+# The first pattern a kernel's name matches gives its kind (GPU kernel names of XLA, cuDNN,
+# cuBLAS, CUTLASS and PyTorch; on the CPU, XLA's op names).
+KINDS = (
+    ("memcpy/memset", r"memcpy|memset"),
+    ("layout (transpose, copy)", r"transpose|nchwtonhwc|nhwctonchw|copy"),
+    ("convolution/matmul library", r"xmma|cudnn|conv|gemm|cutlass|wgrad|dgrad|fprop|implicit|winograd|nvjet"
+                                   r"|sm\d\d_|cublas|dot|ynn"),
+    ("reduction/norm", r"reduc|norm|welford"),
+    ("other fusion/elementwise", r""),
+)
+
+
+def _parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--framework", choices=("jax", "torch"), default="jax")
+  p.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
+  p.add_argument("--model", choices=("pix2pix", "cycle_gan"), default="cycle_gan")
+  p.add_argument("--batch-size", type=int, default=4)
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  p.add_argument("--size", type=int, default=256, help="square image side (default 256)")
+  p.add_argument("--ngf", type=int, default=64)
+  p.add_argument("--ndf", type=int, default=64)
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling (default 3)")
+  p.add_argument("--steps", type=int, default=5, help="timed steps, then as many traced steps (default 5)")
+  p.add_argument("--top", type=int, default=25, help="kernels listed, longest first (default 25)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default=None, help="folder for the summary JSON")
+  p.add_argument("--tag", default="", help="appended to the JSON's file name (e.g. the XLA_FLAGS variant)")
+  args = p.parse_args(argv)
+  if args.framework == "torch" and args.device != "gpu":
+    p.error("the PyTorch step is profiled on the GPU only (--device gpu)")
+  return args
+
+
+def kind_of(name: str) -> str:
+  low = name.lower()
+  return next(kind for kind, pattern in KINDS if re.search(pattern, low))
+
+
+def device_events(trace: dict, device: str) -> list[tuple[str, float, str]]:
+  """(name, duration in seconds, 'process / thread') of each device event of a Chrome/Perfetto trace: on a GPU the
+  kernels and copies (the processes named after a GPU, or events of category kernel/gpu_*), on
+  the CPU XLA's host ops (events carrying an `hlo_op`, else those of the XLA threads)."""
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  procs = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}
+  threads = {(e["pid"], e["tid"]): e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+  # jax's GPU process also has lines derived from the kernels (XLA Modules, XLA Ops, Steps):
+  # only its stream lines are counted (all but the derived ones if none is named a stream),
+  # so no kernel is counted twice.
+  gpu_threads = {t for (pid, _), t in threads.items() if re.search(r"/device:gpu", procs.get(pid, ""), re.I)}
+  if any(re.search(r"stream", t, re.I) for t in gpu_threads):
+    counted = {t for t in gpu_threads if re.search(r"stream", t, re.I)}
+  else:
+    counted = {t for t in gpu_threads if not re.search(r"xla ops|xla modules|steps|launch", t, re.I)}
+  out = []
+  for e in events:
+    if e.get("ph") != "X" or "dur" not in e:
+      continue
+    thread = threads.get((e.get("pid"), e.get("tid")), "")
+    if device == "gpu":
+      cat = str(e.get("cat", "")).lower()
+      proc = procs.get(e.get("pid"), "")
+      if cat in ("kernel", "gpu_memcpy", "gpu_memset") or (re.search(r"/device:gpu", proc, re.I) and thread in counted):
+        out.append((e["name"], e["dur"] * 1e-6, f"{proc} / {thread}"))
+    else:
+      args = e.get("args") or {}
+      if "hlo_op" in args or re.search(r"xla ops", thread, re.I):
+        out.append((e["name"], e["dur"] * 1e-6, f"{procs.get(e.get('pid'), '')} / {thread}"))
+  return out
+
+
+def _family(name: str) -> str:
+  """A kernel name without its instance number: XLA's fusion.12, loop_add_fusion_3 -> one family."""
+  return re.sub(r"([._]\d+)+$", "", name)
+
+
+def summarize(events: list[tuple[str, float, str]], steps: int, wall_step_s: float, top: int) -> dict:
+  """Per-step totals of each kernel name, of each family of names and of each kind (KINDS)."""
+  per_name = collections.defaultdict(lambda: [0.0, 0])
+  lines = collections.Counter()
+  for name, dur, line in events:
+    per_name[name][0] += dur
+    per_name[name][1] += 1
+    lines[line] += 1
+  families = collections.defaultdict(lambda: [0.0, 0])
+  for name, (dur, n) in per_name.items():
+    families[_family(name)][0] += dur
+    families[_family(name)][1] += n
+  busy = sum(d for d, _ in per_name.values()) / steps
+  kinds = collections.defaultdict(lambda: [0.0, 0])
+  for name, (dur, n) in per_name.items():
+    k = kinds[kind_of(name)]
+    k[0] += dur / steps
+    k[1] += n / steps
+  ranked = sorted(per_name.items(), key=lambda kv: -kv[1][0])
+  return {
+      "wall_step_s": wall_step_s,
+      "device_busy_s_per_step": busy,
+      "kernels_per_step": sum(n for _, n in per_name.values()) / steps,
+      "kinds": {k: {"s_per_step": s, "calls_per_step": n, "share_of_busy": s / busy if busy else None}
+                for k, (s, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])},
+      "top": [{"name": name, "kind": kind_of(name), "s_per_step": dur / steps, "calls_per_step": n / steps}
+              for name, (dur, n) in ranked[:top]],
+      "top_families": [{"name": name, "kind": kind_of(name), "s_per_step": dur / steps, "calls_per_step": n / steps}
+                       for name, (dur, n) in sorted(families.items(), key=lambda kv: -kv[1][0])[:top]],
+      "trace_lines_counted": dict(lines),
+  }
+
+
+def _read_trace(path: str) -> dict:
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt") as f:
+    return json.load(f)
+
+
+def profile_jax(args) -> tuple[float, list[tuple[str, float]], dict]:
+  import jax
+
+  from step_time import Case, build_jax_step
+
+  case = Case(args.model, args.batch_size, args.size, args.ngf, args.ndf, args.dtype)
+  built = build_jax_step(case, args.seed)
+  compiled = built["train_step"].lower(built["state"], built["batch"]).compile()
+  live = {"state": built["state"]}
+  batch = built["batch"]
+  del built
+
+  def run():
+    live["state"], live["metrics"] = compiled(live["state"], batch)
+
+  def sync():
+    jax.block_until_ready(live)
+
+  times, _, _ = time_samples(run, sync, args.warmup, args.steps, 0.0)
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(args.steps):
+        run()
+      sync()
+    found = glob.glob(os.path.join(tmp, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not found:
+      raise SystemExit(f"jax.profiler wrote no perfetto_trace.json.gz under {tmp}")
+    events = device_events(_read_trace(found[0]), args.device)
+  info = {"jax": jax.__version__, "backend": jax.default_backend(), "device_name": str(jax.devices()[0])}
+  return statistics.median(times), events, info
+
+
+def profile_torch(args) -> tuple[float, list[tuple[str, float]], dict]:
+  import torch
+
+  from torch_reference import CycleGANStep, Pix2PixStep
+
+  torch.manual_seed(args.seed)
+  torch.backends.cudnn.benchmark = True  # as the official train.py
+  device = torch.device("cuda")
+  if args.model == "pix2pix":
+    step = Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic", device=device)
+  else:
+    step = CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic", device=device)
+  A = torch.rand(args.batch_size, 3, args.size, args.size, device=device) * 2 - 1
+  B = torch.rand(args.batch_size, 3, args.size, args.size, device=device) * 2 - 1
+
+  def run():
+    if args.dtype == "bfloat16":
+      with torch.autocast("cuda", dtype=torch.bfloat16):
+        step(A, B)
+    else:
+      step(A, B)
+
+  times, _, _ = time_samples(run, torch.cuda.synchronize, args.warmup, args.steps, 0.0)
+  activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+  with torch.profiler.profile(activities=activities) as prof:
+    for _ in range(args.steps):
+      run()
+    torch.cuda.synchronize()
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "trace.json")
+    prof.export_chrome_trace(path)
+    events = device_events(_read_trace(path), "gpu")
+  info = {"torch": torch.__version__, "device_name": torch.cuda.get_device_name(device),
+          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+  return statistics.median(times), events, info
+
+
+def main(argv=None) -> dict:
+  args = _parse_args(argv)
+  t0 = time.perf_counter()
+  wall, events, info = (profile_jax if args.framework == "jax" else profile_torch)(args)
+  if not events:
+    raise SystemExit("the trace holds no device events: nothing to summarize")
+  summary = summarize(events, args.steps, wall, args.top)
+  report = {"framework": args.framework, "device": args.device, "model": args.model, "batch_size": args.batch_size,
+            "dtype": args.dtype, "size": args.size, "ngf": args.ngf, "ndf": args.ndf, "steps": args.steps,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run_s": time.perf_counter() - t0, **info, **summary}
+  label = f"{args.framework} {args.model} bs={args.batch_size} {args.size}x{args.size} {args.dtype}"
+  print(f"## {label} on {info['device_name']}" + (f" (XLA_FLAGS={report['xla_flags']})" if report["xla_flags"] else ""))
+  print(f"wall step {wall * 1e3:.2f} ms; device busy {summary['device_busy_s_per_step'] * 1e3:.2f} ms/step;"
+        f" {summary['kernels_per_step']:.0f} kernels/step")
+  print("| kind | ms/step | calls/step | share of busy |\n|---|---:|---:|---:|")
+  for kind, k in summary["kinds"].items():
+    print(f"| {kind} | {k['s_per_step'] * 1e3:.2f} | {k['calls_per_step']:.0f} | {k['share_of_busy']:.0%} |")
+  for title, key in (("kernel", "top"), ("kernel family (instance numbers dropped)", "top_families")):
+    print(f"| {title} | kind | ms/step | calls/step |\n|---|---|---:|---:|")
+    for t in summary[key]:
+      print(f"| `{t['name'][:100]}` | {t['kind']} | {t['s_per_step'] * 1e3:.3f} | {t['calls_per_step']:.1f} |")
+  print("trace lines counted:", summary["trace_lines_counted"])
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"profile_{args.framework}_{args.model}_bs{args.batch_size}_{args.dtype}{args.tag}.json")
+    with open(path, "w") as f:
+      json.dump(report, f, indent=1)
+    print(f"wrote {path}")
+  return report
+
+
+if __name__ == "__main__":
+  main()
