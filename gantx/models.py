@@ -250,6 +250,39 @@ def _native_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
   return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=_CONV_DIMS)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_transpose_xla(x: Array, kernel: Array, stride: int, padding: int, out_hw: tuple[int, int]) -> Array:
+  """PyTorch's ConvTranspose2d(stride, padding) to an (out_h, out_w) output, by XLA's convolutions.
+
+  `kernel` is HWIO (k, k, features, in) of the strided convolution F (stride, symmetric
+  `padding`) whose adjoint this is: F maps the (out_h, out_w, features) output back to the input's
+  (h, w, in), and the output is F^T x (`output_padding` only picks out_h, out_w). The forward is
+  JAX's transpose of F, an input-dilated convolution of the reversed kernel, which XLA:GPU runs as
+  cuDNN's backward-data convolution. The custom gradient keeps both gradients in the forms
+  XLA:GPU has cuDNN calls for: dx = F(g), and dkernel = F's weight gradient at input g and output
+  cotangent x. Autodiff of the input-dilated form would give an input-dilated weight gradient,
+  which XLA:GPU cannot map to cuDNN's weight-gradient call and runs as a forward convolution
+  with an image-sized kernel (93 of the 180 ms of a CycleGAN step, batch 4, on an H100;
+  BENCHMARKS.md).
+  """
+  y = jax.ShapeDtypeStruct((x.shape[0], *out_hw, kernel.shape[2]), x.dtype)
+  return jax.linear_transpose(lambda z: _native_conv(z, kernel, stride, padding), y)(x)[0]
+
+
+def _conv_transpose_xla_fwd(x, kernel, stride, padding, out_hw):
+  return conv_transpose_xla(x, kernel, stride, padding, out_hw), (x, kernel)
+
+
+def _conv_transpose_xla_bwd(stride, padding, out_hw, res, dy):
+  x, kernel = res
+  dx = _native_conv(dy, kernel, stride, padding)
+  dk = jax.vjp(lambda k: _native_conv(dy, k, stride, padding), kernel)[1](x)[0]
+  return dx, dk
+
+
+conv_transpose_xla.defvjp(_conv_transpose_xla_fwd, _conv_transpose_xla_bwd)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_one_filter(x: Array, kernel: Array, stride: int, padding: int) -> Array:
   """A float32 convolution with one output channel (the PatchGAN's last layer), XLA's native one
@@ -498,7 +531,7 @@ class ConvTranspose(nn.Module):
   channels (the U-Net's 64x64 -> 128x128 level) run in float32 as the adjoint of the Winograd
   stride-2 convolution instead (`winograd_conv_transpose`, F(3, 2)): 2.25x fewer products.
 
-  With `conv_impl='xla'` it is XLA's input-dilated convolution instead (cuDNN on GPUs).
+  With `conv_impl='xla'` it is `conv_transpose_xla` instead (cuDNN's calls on GPUs).
 
   The kernel has layout (in, k, k, features): PyTorch's weight (in, out, k, k) transposed
   by (0, 2, 3, 1), unflipped, so that x @ kernel.reshape(in, -1) needs no copy. It is float32
@@ -535,11 +568,10 @@ class ConvTranspose(nn.Module):
     dtype = _compute_dtype(self.compute_dtype)
     tile = self.winograd_tile(h, w, c)
     if _conv_impl(self.conv_impl) == "xla":
-      # out[s*i + a - p] += x[i] w[a]: a stride-1 conv of the s-dilated input with the flipped kernel.
-      pad = (k - 1 - p, k - 1 - p + self.output_padding)
-      y = jax.lax.conv_general_dilated(
-          x.astype(dtype), jnp.flip(kernel, (1, 2)).transpose(1, 2, 0, 3).astype(dtype), (1, 1), [pad, pad],
-          lhs_dilation=(s, s), dimension_numbers=_CONV_DIMS).astype(_F32)
+      # (in, k, k, features) -> F's HWIO kernel (k, k, features, in): PyTorch's weight array is the
+      # same for a ConvTranspose2d and for the Conv2d whose adjoint it is.
+      y = conv_transpose_xla(x.astype(dtype), kernel.transpose(1, 2, 3, 0).astype(dtype), s, p,
+                             (out_h, out_w)).astype(_F32)
     elif tile:
       y = winograd_conv_transpose(x, kernel, s, p, tile, dtype)
     else:
