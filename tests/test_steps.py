@@ -157,7 +157,6 @@ def test_bfloat16_step_keeps_the_float32_state(model):
     np.testing.assert_allclose(float(m16[k]), float(m32[k]), rtol=0.05, atol=0.02, err_msg=k)
 
 
-
 def _input_dilated_convs_without_reversed_kernel(stablehlo: str) -> list[str]:
   """The input-dilated (lhs_dilate > 1) convolutions of a StableHLO module whose kernel operand
   is not a `reverse`. XLA:GPU hands an input-dilated convolution to cuDNN (as its backward-data
