@@ -242,7 +242,7 @@ def test_one_filter_conv_equals_the_native_convolution(stride):
 
 @pytest.mark.parametrize("kernel,padding,output_padding", [(4, 1, 0), (3, 1, 1)])  # U-Net, ResNet
 def test_conv_transpose_xla_equals_gemm(kernel, padding, output_padding):
-  """ConvTranspose with conv_impl='xla' (XLA's input-dilated convolution, what GPUs run) gives
+  """ConvTranspose with conv_impl='xla' (`conv_transpose_xla`, what GPUs run) gives
   the GEMM + col2im form's outputs and gradients, for the same parameters."""
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7))
   make = lambda impl: models.ConvTranspose(4, kernel, 2, padding, output_padding, conv_impl=impl)

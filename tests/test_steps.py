@@ -157,32 +157,35 @@ def test_bfloat16_step_keeps_the_float32_state(model):
     np.testing.assert_allclose(float(m16[k]), float(m32[k]), rtol=0.05, atol=0.02, err_msg=k)
 
 
-def _input_dilated_convs_without_reversed_kernel(stablehlo: str) -> list[str]:
-  """The input-dilated (lhs_dilate > 1) convolutions of a StableHLO module whose kernel operand
-  is not a `reverse`. XLA:GPU hands an input-dilated convolution to cuDNN (as its backward-data
-  call) only when its kernel is reversed; any other one runs as a forward convolution of the
-  zero-dilated input, the slow form the H100 profile found (BENCHMARKS.md)."""
-  lines, bad = stablehlo.splitlines(), []
+def _input_dilated_convs(stablehlo: str) -> list[tuple[str, bool]]:
+  """Each input-dilated (lhs_dilate > 1) convolution of a StableHLO module, and whether its
+  kernel operand is a `reverse` over the kernel's spatial dimensions. XLA:GPU hands an
+  input-dilated convolution to cuDNN (as its backward-data call) only then; any other one runs
+  as a forward convolution, the slow form the H100 profile found (BENCHMARKS.md)."""
+  lines, found = stablehlo.splitlines(), []
   for i, line in enumerate(lines):
-    m = re.search(r"stablehlo\.convolution\((%[\w.#]+), (%[\w.#]+)\)", line)
+    m = re.search(r"stablehlo\.convolution\((%[\w.#]+), (%[\w.#]+)\).*?x\[([\w, ]+)\]", line)
     dilate = re.search(r"lhs_dilate = \[([\d, ]+)\]", line)
     if not m or not dilate or set(dilate.group(1).replace(" ", "").split(",")) == {"1"}:
       continue
+    kernel_dims = m.group(3).replace(" ", "").split(",")
+    spatial = ", ".join(str(d) for d, name in enumerate(kernel_dims) if name.isdigit())
     rhs = m.group(2)  # SSA names are local to a function, and defined above their uses
     defining = next((l for l in reversed(lines[:i]) if re.match(rf"\s*{re.escape(rhs)}(:\d+)? = ", l)), "")
-    if "stablehlo.reverse" not in defining:
-      bad.append(line.strip())
-  return bad
+    found.append((line.strip(), "stablehlo.reverse" in defining and f"dims = [{spatial}]" in defining))
+  return found
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
-def test_xla_convolutions_map_to_cudnn_calls(model):
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_xla_convolutions_map_to_cudnn_calls(model, compute_dtype):
   """conv_impl='xla' (GPUs): every input-dilated convolution of the train step, forward and
-  backward, has a reversed kernel, so XLA:GPU runs each as a cuDNN call (a transposed conv's
-  weight gradient by autodiff had none). Lowering only: nothing compiles."""
-  config, nets, init, step = _compiled(model, conv_impl="xla")
+  backward, has a kernel reversed over its spatial dimensions, so XLA:GPU runs each as a cuDNN
+  call (a transposed conv's weight gradient by autodiff had none). Lowering only: nothing
+  compiles."""
+  config, nets, init, step = _compiled(model, conv_impl="xla", compute_dtype=compute_dtype)
   state = jax.eval_shape(init, jax.random.key(0))
   batch = jax.eval_shape(lambda: _batch(config))
-  text = step.lower(state, batch).as_text()
-  assert "lhs_dilate" in text  # the check below has something to look at
-  assert _input_dilated_convs_without_reversed_kernel(text) == []
+  convs = _input_dilated_convs(step.lower(state, batch).as_text())
+  assert len(convs) >= 8  # the transposed convs' forwards and the strided convs' input gradients
+  assert [line for line, reversed_kernel in convs if not reversed_kernel] == []
