@@ -43,9 +43,9 @@ from torch_step import time_samples  # noqa: E402  (torch-free)
 # cuBLAS, CUTLASS and PyTorch; on the CPU, XLA's op names).
 KINDS = (
     ("memcpy/memset", r"memcpy|memset"),
-    ("layout (transpose, copy)", r"transpose|nchwtonhwc|nhwctonchw|copy"),
-    ("convolution/matmul library", r"xmma|cudnn|conv|gemm|cutlass|wgrad|dgrad|fprop|implicit|winograd|nvjet"
-                                   r"|sm\d\d_|cublas|dot|ynn"),
+    ("layout (transpose, copy)", r"transpose|nchwtonhwc|nhwctonchw|copy|converttensor"),
+    ("convolution/matmul library", r"xmma|cudnn|conv(?!ert)|gemm|cutlass|wgrad|dgrad|fprop|implicit|winograd"
+                                   r"|nvjet|sm\d\d_|cublas|dot|ynn"),
     ("reduction/norm", r"reduc|norm|welford"),
     ("other fusion/elementwise", r""),
 )
@@ -70,6 +70,8 @@ def _parse_args(argv=None):
   args = p.parse_args(argv)
   if args.framework == "torch" and args.device != "gpu":
     p.error("the PyTorch step is profiled on the GPU only (--device gpu)")
+  if args.steps < 1 or args.warmup < 0:
+    p.error("need --steps >= 1 and --warmup >= 0")
   return args
 
 
@@ -94,7 +96,8 @@ def device_events(trace: dict, device: str) -> list[tuple[str, float, str]]:
   if any(re.search(r"stream", t, re.I) for t in gpu_threads):
     counted = {t for t in gpu_threads if re.search(r"stream", t, re.I)}
   else:
-    counted = {t for t in gpu_threads if not re.search(r"xla ops|xla modules|steps|launch", t, re.I)}
+    counted = {t for t in gpu_threads
+               if not re.search(r"xla ops|xla modules|steps|launch|tensorflow ops|name scope|source", t, re.I)}
   out = []
   for e in events:
     if e.get("ph") != "X" or "dur" not in e:
@@ -138,7 +141,7 @@ def summarize(events: list[tuple[str, float, str]], steps: int, wall_step_s: flo
   ranked = sorted(per_name.items(), key=lambda kv: -kv[1][0])
   return {
       "wall_step_s": wall_step_s,
-      "device_busy_s_per_step": busy,
+      "device_busy_s_per_step": busy,  # summed over streams: can exceed the wall time where they overlap
       "kernels_per_step": sum(n for _, n in per_name.values()) / steps,
       "kinds": {k: {"s_per_step": s, "calls_per_step": n, "share_of_busy": s / busy if busy else None}
                 for k, (s, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])},
@@ -156,11 +159,13 @@ def _read_trace(path: str) -> dict:
     return json.load(f)
 
 
-def profile_jax(args) -> tuple[float, list[tuple[str, float]], dict]:
+def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
   import jax
 
   from step_time import Case, build_jax_step
 
+  if jax.default_backend() != args.device:
+    raise SystemExit(f"--device {args.device}, but jax runs on {jax.default_backend()}")
   case = Case(args.model, args.batch_size, args.size, args.ngf, args.ndf, args.dtype)
   built = build_jax_step(case, args.seed)
   compiled = built["train_step"].lower(built["state"], built["batch"]).compile()
@@ -188,7 +193,7 @@ def profile_jax(args) -> tuple[float, list[tuple[str, float]], dict]:
   return statistics.median(times), events, info
 
 
-def profile_torch(args) -> tuple[float, list[tuple[str, float]], dict]:
+def profile_torch(args) -> tuple[float, list[tuple[str, float, str]], dict]:
   import torch
 
   from torch_reference import CycleGANStep, Pix2PixStep
