@@ -37,7 +37,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
-from torch_step import time_samples  # noqa: E402  (torch-free)
+from torch_step import time_samples  # noqa: E402  (torch-free; torch is imported inside its functions)
 
 # The first pattern a kernel's name matches gives its kind (GPU kernel names of XLA, cuDNN,
 # cuBLAS, CUTLASS and PyTorch; on the CPU, XLA's op names).
@@ -196,24 +196,15 @@ def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
 def profile_torch(args) -> tuple[float, list[tuple[str, float, str]], dict]:
   import torch
 
-  from torch_reference import CycleGANStep, Pix2PixStep
+  from torch_step import official_step, step_runner
 
   torch.manual_seed(args.seed)
   torch.backends.cudnn.benchmark = True  # as the official train.py
   device = torch.device("cuda")
-  if args.model == "pix2pix":
-    step = Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic", device=device)
-  else:
-    step = CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic", device=device)
+  step = official_step(args.model, device)
   A = torch.rand(args.batch_size, 3, args.size, args.size, device=device) * 2 - 1
   B = torch.rand(args.batch_size, 3, args.size, args.size, device=device) * 2 - 1
-
-  def run():
-    if args.dtype == "bfloat16":
-      with torch.autocast("cuda", dtype=torch.bfloat16):
-        step(A, B)
-    else:
-      step(A, B)
+  run = step_runner(step, A, B, args.dtype)
 
   times, _, _ = time_samples(run, torch.cuda.synchronize, args.warmup, args.steps, 0.0)
   activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]

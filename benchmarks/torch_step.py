@@ -81,6 +81,29 @@ def time_samples(run, sync, warmup: int, samples: int, sample_s: float) -> tuple
     return times, chunk, warmup_s
 
 
+def official_step(model: str, device):
+    """The official iteration of `model` (pix2pix or cycle_gan) as the benchmarks run it (module
+    docstring) on a torch `device`; step(A, B) runs one optimizer step."""
+    from torch_reference import CycleGANStep, Pix2PixStep
+
+    if model == "pix2pix":
+        return Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic", device=device)
+    return CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic", device=device)
+
+
+def step_runner(step, A, B, dtype: str):
+    """run() for one step on A, B; under torch.autocast(bfloat16) (CUDA) for dtype 'bfloat16'."""
+    import torch
+
+    if dtype != "bfloat16":
+        return lambda: step(A, B)
+
+    def run():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return step(A, B)
+    return run
+
+
 def reset_peak_rss() -> bool:
     """Resets this process's VmHWM (Linux >= 4.0); False where that is not possible."""
     try:
@@ -106,7 +129,7 @@ def main(argv=None) -> dict:
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_reference import CycleGANStep, Pix2PixStep, param_count
+    from torch_reference import param_count
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -125,29 +148,20 @@ def main(argv=None) -> dict:
         torch.backends.cudnn.benchmark = True  # as the official train.py (preprocess != scale_width)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def make_step(model: str):
-        if model == "pix2pix":
-            return Pix2PixStep(netG="unet_256", norm="batch", use_dropout=True, netD="basic", device=device)
-        return CycleGANStep(netG="resnet_9blocks", norm="instance", use_dropout=False, netD="basic", device=device)
-
     load_start = os.getloadavg()[0]
     results = []
     for model in models:
-        step = make_step(model)
+        step = official_step(model, device)
         nets = ("G", "D") if model == "pix2pix" else ("G_A", "G_B", "D_A", "D_B")
         for name in nets:
             print(f"params {model} {name}: {param_count(getattr(step, 'net' + name)):,}")
         del step
         for dtype in dtypes:
             for bs in batch_sizes:
-                step = make_step(model)  # fresh networks and optimizers per case
+                step = official_step(model, device)  # fresh networks and optimizers per case
                 A = torch.rand(bs, 3, size, size, device=device) * 2 - 1
                 B = torch.rand(bs, 3, size, size, device=device) * 2 - 1
-                run = lambda step=step, A=A, B=B: step(A, B)
-                if dtype == "bfloat16":
-                    def run(step=step, A=A, B=B):
-                        with torch.autocast("cuda", dtype=torch.bfloat16):
-                            return step(A, B)
+                run = step_runner(step, A, B, dtype)
                 reset_peak_rss()
                 if cuda:
                     torch.cuda.empty_cache()
