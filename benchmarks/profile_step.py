@@ -120,36 +120,38 @@ def _family(name: str) -> str:
   return re.sub(r"([._]\d+)+$", "", name)
 
 
+def _group(totals: dict, key) -> dict:
+  """{key(name): [seconds, calls]} summed over `totals` ({name: [seconds, calls]})."""
+  out = collections.defaultdict(lambda: [0.0, 0])
+  for name, (dur, n) in totals.items():
+    out[key(name)][0] += dur
+    out[key(name)][1] += n
+  return out
+
+
 def summarize(events: list[tuple[str, float, str]], steps: int, wall_step_s: float, top: int) -> dict:
   """Per-step totals of each kernel name, of each family of names and of each kind (KINDS)."""
   per_name = collections.defaultdict(lambda: [0.0, 0])
-  lines = collections.Counter()
-  for name, dur, line in events:
+  for name, dur, _ in events:
     per_name[name][0] += dur
     per_name[name][1] += 1
-    lines[line] += 1
-  families = collections.defaultdict(lambda: [0.0, 0])
-  for name, (dur, n) in per_name.items():
-    families[_family(name)][0] += dur
-    families[_family(name)][1] += n
   busy = sum(d for d, _ in per_name.values()) / steps
-  kinds = collections.defaultdict(lambda: [0.0, 0])
-  for name, (dur, n) in per_name.items():
-    k = kinds[kind_of(name)]
-    k[0] += dur / steps
-    k[1] += n / steps
-  ranked = sorted(per_name.items(), key=lambda kv: -kv[1][0])
+
+  def ranked(groups: dict, n: int | None = None) -> list[dict]:
+    order = sorted(groups.items(), key=lambda kv: -kv[1][0])[:n]
+    return [{"name": name, "kind": kind_of(name), "s_per_step": dur / steps, "calls_per_step": calls / steps}
+            for name, (dur, calls) in order]
+
   return {
       "wall_step_s": wall_step_s,
       "device_busy_s_per_step": busy,  # summed over streams: can exceed the wall time where they overlap
       "kernels_per_step": sum(n for _, n in per_name.values()) / steps,
-      "kinds": {k: {"s_per_step": s, "calls_per_step": n, "share_of_busy": s / busy if busy else None}
-                for k, (s, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])},
-      "top": [{"name": name, "kind": kind_of(name), "s_per_step": dur / steps, "calls_per_step": n / steps}
-              for name, (dur, n) in ranked[:top]],
-      "top_families": [{"name": name, "kind": kind_of(name), "s_per_step": dur / steps, "calls_per_step": n / steps}
-                       for name, (dur, n) in sorted(families.items(), key=lambda kv: -kv[1][0])[:top]],
-      "trace_lines_counted": dict(lines),
+      "kinds": {k["name"]: {"s_per_step": k["s_per_step"], "calls_per_step": k["calls_per_step"],
+                            "share_of_busy": k["s_per_step"] / busy if busy else None}
+                for k in ranked(_group(per_name, kind_of))},
+      "top": ranked(per_name, top),
+      "top_families": ranked(_group(per_name, _family), top),
+      "trace_lines_counted": dict(collections.Counter(line for _, _, line in events)),
   }
 
 
