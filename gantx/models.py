@@ -286,9 +286,20 @@ conv_transpose_xla.defvjp(_conv_transpose_xla_fwd, _conv_transpose_xla_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_one_filter(x: Array, kernel: Array, stride: int, padding: int) -> Array:
   """A float32 convolution with one output channel (the PatchGAN's last layer), XLA's native one
-  except for the weight gradient: XLA:CPU computes that one as a convolution at ~1 GFLOP/s
-  (25 ms at 31x31x512); here it is one multiply-and-sum per tap (5 ms)."""
+  except for the backward: XLA:CPU computes the weight gradient as a convolution at ~1 GFLOP/s
+  and the input gradient as one from a single channel. Here both are GEMMs over `_tap_planes` of
+  the output gradient (k*k channels, the size of x): dx = planes @ kernel, dkernel = planes^T x."""
   return _native_conv(x.astype(_F32), kernel, stride, padding)
+
+
+def _tap_planes(dy: Array, k: int, s: int, p: int, h: int, w: int) -> Array:
+  """(n, out_h, out_w) -> (n, h, w, k*k): [n, y, z, a*k + b] = dy[n, i, j] where s*i + a - p = y and
+  s*j + b - p = z, else 0 (where output pixel (i, j) reads input pixel (y, z) through tap (a, b))."""
+  _, out_h, out_w = dy.shape
+  span_h, span_w = s * (out_h - 1) + 1, s * (out_w - 1) + 1
+  zero = jnp.zeros((), dy.dtype)
+  return jnp.stack([jax.lax.pad(dy, zero, ((0, 0, 0), (a - p, h - a + p - span_h, s - 1), (b - p, w - b + p - span_w, s - 1)))
+                    for a in range(k) for b in range(k)], axis=-1)
 
 
 def _conv_one_filter_fwd(x, kernel, stride, padding):
@@ -297,13 +308,11 @@ def _conv_one_filter_fwd(x, kernel, stride, padding):
 
 def _conv_one_filter_bwd(stride, padding, res, dy):
   x, kernel, x_dtype = res
+  n, h, w, c = x.shape
   k = kernel.shape[0]
-  _, out_h, out_w, _ = dy.shape
-  dx = jax.vjp(lambda x: _native_conv(x, kernel, stride, padding), x)[1](dy)[0]
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-  dk = jnp.stack([jnp.sum(xp[:, a:a + span_h:stride, b:b + span_w:stride] * dy, axis=(0, 1, 2))
-                  for a in range(k) for b in range(k)])
+  planes = _tap_planes(dy[..., 0].astype(_F32), k, stride, padding, h, w)
+  dx = _gemm(planes, kernel.reshape(k * k, c), (3, 0))
+  dk = _weight_grad(planes, x)  # (k*k, c): the planes are the small operand, so XLA transposes them
   return dx.astype(x_dtype.dtype), dk.reshape(kernel.shape)
 
 
