@@ -62,6 +62,8 @@ from torch_step import cpu_name, reset_peak_rss, time_samples  # noqa: E402  (to
 TORCH_SCRIPT = REPO / "benchmarks" / "torch_step.py"
 # torch_step.py always builds the official networks at these widths, with netG unet_256.
 TORCH_NGF = TORCH_NDF = 64
+# gantx.allocator.keep_freed_memory's settings for a process started with them (--torch-keep-freed-memory).
+TORCH_KEEP_FREED_MEMORY = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 TORCH_PIX2PIX_NETG = "unet_256"
 GIB = 1024**3
 BUSY_CORES = 0.2  # other processes' load (cores) above which a case is flagged as measured on a busy machine
@@ -112,6 +114,10 @@ def _parse_args(argv=None) -> argparse.Namespace:
                  help="image side for the PyTorch reference (default: --size; pix2pix is raised to a multiple"
                       " of 256 because torch_step.py always builds unet_256)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+  p.add_argument("--no-keep-freed-memory", action="store_true",
+                 help="JAX without gantx.allocator.keep_freed_memory (as train.py --nokeep_freed_memory)")
+  p.add_argument("--torch-keep-freed-memory", action="store_true",
+                 help="PyTorch with the same glibc settings (GLIBC_TUNABLES: one arena, no mmap, no trim)")
   p.add_argument("--out", default=None, help="write the results (and the markdown) to this JSON file")
   args = p.parse_args(argv)
   defaults = dict(batch_sizes=("1", "1,4"), size=(64, 256), ngf=(8, 64), ndf=(8, 64), warmup=(1, 2), steps=(1, 5))
@@ -451,7 +457,9 @@ def run_torch_model(model: str, cases: list[Case], args) -> dict:
     return {k: {**info, "error": f"{python} not found (see benchmarks/README.md, or pass --no-torch)"} for k in keys}
   print(f"[torch] {model}: {info['command']}", flush=True)
   t0, busy0 = time.perf_counter(), _busy_cpu_s()
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  env = dict(os.environ, GLIBC_TUNABLES=TORCH_KEEP_FREED_MEMORY) if args.torch_keep_freed_memory else None
+  info["glibc_tunables"] = env and env["GLIBC_TUNABLES"]
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
   lines = []
   for line in proc.stdout:
     lines.append(line.rstrip("\n"))
@@ -534,9 +542,11 @@ def markdown(report: dict) -> str:
       f"- versions: python {report['versions']['python']}, jax {report['versions']['jax']},"
       f" jaxlib {report['versions']['jaxlib']}, flax {report['versions']['flax']},"
       f" optax {report['versions']['optax']}, torch {report['versions'].get('torch') or '—'}"
-      + ("" if gpu else f" ({a['threads']} threads)"),
+      + ("" if gpu else f" ({a['threads']} threads)")
+      + (f"; PyTorch with GLIBC_TUNABLES={TORCH_KEEP_FREED_MEMORY}" if a.get("torch_keep_freed_memory") else ""),
       f"- JAX: backend {report['jax_backend']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'},"
-      f" conv_impl {a['conv_impl']}, 1-device mesh, state donated, persistent compilation cache on;"
+      f" conv_impl {a['conv_impl']}, 1-device mesh, state donated, persistent compilation cache on,"
+      f" freed memory kept (gantx.allocator) {report.get('keep_freed_memory')};"
       f" git {report['git']['commit']}"
       + (f" + local changes in {', '.join(report['git']['modified_files'])}" if report['git']['modified_files'] else ""),
       f"- steps: {a['warmup']} warmup + {a['steps']} timed samples per case (median shown)"
@@ -647,6 +657,10 @@ def main(argv=None) -> int:
 
   sys.path.insert(0, str(REPO))
 
+  from gantx import allocator
+
+  # As train.py does, before JAX starts its backend.
+  keep_freed_memory = not args.no_keep_freed_memory and allocator.keep_freed_memory()
   import flax
   import jax  # no device is touched until the PyTorch runs are over
   import jaxlib
@@ -674,7 +688,8 @@ def main(argv=None) -> int:
       "settings": {k: getattr(args, k) for k in ("models", "batch_sizes", "cyclegan_batch_sizes", "dtypes", "size",
                                                  "ngf", "ndf", "warmup", "steps", "sample_s", "device", "conv_impl", "seed",
                                                  "quick", "threads", "torch_python", "torch_size", "no_torch",
-                                                 "no_cached_compile", "deadline_s")},
+                                                 "no_cached_compile", "deadline_s", "torch_keep_freed_memory")},
+      "keep_freed_memory": keep_freed_memory,
       "compilation_cache_dir": cache_dir,
       "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
                   "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),
