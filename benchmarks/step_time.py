@@ -358,7 +358,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   import jax
   import numpy as np
 
-  from gantx import state as state_lib, steps
+  from gantx import allocator, state as state_lib, steps
 
   reset_ok = reset_peak_rss()
   built = build_jax_step(case, seed)
@@ -394,6 +394,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   del lowered
 
   live = {"state": state}  # the state is donated: each step's output is the next one's input
+  allocator.release_freed_memory()  # the compiler's freed memory, as train.py after its first step
 
   def run():
     live["state"], live["metrics"] = compiled(live["state"], batch)

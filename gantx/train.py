@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gantx import checkpointing, data, evaluate, inception, models, parallel, schedules, state as state_lib, steps, writers
+from gantx import allocator, checkpointing, data, evaluate, inception, models, parallel, schedules, state as state_lib, steps, writers
 from gantx import config as config_lib
 
 # Errors whose message says all a user needs (a bad image, field, path or checkpoint, a diverged
@@ -146,6 +146,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
     summary["images_per_s"] = len(pending) * config.batch_size / (time.perf_counter() - window_start)
     bar.set_postfix({k: f"{v:.3g}" for k, v in summary.items() if k != "lr"})
     pending, window_start = [], time.perf_counter()
+    allocator.release_freed_memory()  # the heap of a long run stays near what its steps use
     return summary
 
   bar = tqdm(total=total, initial=start, disable=not lead, dynamic_ncols=True, desc=config.model)
@@ -160,6 +161,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
         # of a CPU step is spent in next()).
         batch = parallel.global_batch(next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
+        if step == start + 1:  # compiled and run: the compiler's freed memory goes back (gantx.allocator)
+          allocator.release_freed_memory()
         pending.append(metrics)
         bar.update(1)
         stopping = bool(stop) and step < total  # preempted: checkpoint now, then return
