@@ -161,7 +161,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainSt
         # of a CPU step is spent in next()).
         batch = parallel.global_batch(next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
-        if step == start + 1:  # compiled and run: the compiler's freed memory goes back (gantx.allocator)
+        if step == start + 1:  # compiled (the call returns once dispatched): the compiler's freed memory goes back
           allocator.release_freed_memory()
         pending.append(metrics)
         bar.update(1)

@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 # A jitted function with a 64 MiB temporary (16,384 pages), called 24 times; prints the page
-# faults of each call. Its first calls grow the heap until the program's buffers fit in it.
+# faults of each call (its first calls grow the heap until the program's buffers fit in it) and
+# the resident pages that release_freed_memory then hands back.
 _PROGRAM = """
-import json, resource, sys
+import json, resource, sys, time
 from gantx import allocator
 applied = allocator.keep_freed_memory() if sys.argv[1] == "keep" else None
 import jax, jax.numpy as jnp
@@ -17,8 +18,12 @@ faults = []
 for _ in range(24):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x).block_until_ready()
+  time.sleep(0.05)  # XLA frees the temporary just after the result is ready: before the next call
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "faults": faults}))
+rss = lambda: int(open("/proc/self/statm").read().split()[1])
+held = rss()
+allocator.release_freed_memory()
+print(json.dumps({"applied": applied, "faults": faults, "released_pages": held - rss()}))
 """
 _PAGES = 4096 * 4096 * 4 // 4096
 
@@ -34,3 +39,5 @@ def test_kept_memory_is_reused_by_the_next_calls():
   # Without it every call maps its temporary afresh; with it the last calls reuse the heap's pages.
   assert min(default["faults"][-8:]) > 0.9 * _PAGES, default
   assert max(kept["faults"][-8:]) < 0.01 * _PAGES, kept
+  # The kept heap holds at least the last call's freed temporary until it is released.
+  assert kept["released_pages"] > 0.9 * _PAGES, kept
