@@ -162,6 +162,16 @@ def _weight_grad(x: Array, g: Array) -> Array:
   return jnp.einsum("nhwi,nhwj->ij", x, g, preferred_element_type=_F32)
 
 
+def _weight_grad_cheaper(x: Array, g: Array) -> Array:
+  """`_weight_grad(x, g)`, transposing whichever costs less: x (pixels x i), or g (pixels x j) and
+  the (j, i) result. The barrier keeps XLA from folding the result's transpose back into the dot
+  (a slow form)."""
+  m, i, j = x.size // x.shape[-1], x.shape[-1], g.shape[-1]
+  if m * i <= m * j + 2 * i * j:
+    return _weight_grad(x, g)
+  return jax.lax.optimization_barrier(_weight_grad(g, x)).T
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv_gemm(x: Array, kernel: Array, stride: int, padding: int, dtype: Any) -> Array:
   """Zero-padded convolution of NHWC `x` with an HWIO `kernel` as im2col + GEMM; float32 result.
@@ -191,7 +201,7 @@ def _conv_gemm_fwd(x, kernel, stride, padding, dtype):
 
 def _conv_gemm_bwd(stride, padding, dtype, res, dy):
   xc, kc, x_dtype = res
-  n, h, w, c = xc.shape
+  _, h, w, c = xc.shape
   k, f = kc.shape[0], kc.shape[-1]
   _, out_h, out_w, _ = dy.shape
   dyc = dy.astype(dtype)
@@ -201,12 +211,7 @@ def _conv_gemm_bwd(stride, padding, dtype, res, dy):
     (dx,) = col2im(_gemm(dyc, kc.reshape(k * k * c, f), (3, 1)))
   else:  # 3x3 (ResNet): one im2col + GEMM per output phase is faster there
     dx = _transposed_conv_phases(dyc, kc, k, stride, padding, h, w)
-  cols = _im2col(xc, k, stride, padding, out_h, out_w)
-  m = n * out_h * out_w
-  if m * k * k * c <= m * f + 2 * k * k * c * f:  # transpose the patches, or dy and the (F, kkc) result
-    dk = _weight_grad(cols, dyc)
-  else:  # the barrier keeps XLA from folding the transpose back into the dot (a slow form)
-    dk = jax.lax.optimization_barrier(_weight_grad(dyc, cols)).T
+  dk = _weight_grad_cheaper(_im2col(xc, k, stride, padding, out_h, out_w), dyc)
   return dx.astype(x_dtype.dtype), dk.reshape(k, k, c, f)
 
 
@@ -239,7 +244,7 @@ def _conv_transpose_bwd(stride, padding, output_padding, dtype, res, dy):
   k, f = kc.shape[1], kc.shape[-1]
   cols = _im2col(dy.astype(dtype), k, stride, padding, h, w)  # (n, h, w, k*k*f), the adjoint of col2im
   dx = _gemm(cols, kc.reshape(c, k * k * f), (3, 1))
-  dk = _weight_grad(xc, cols)  # (c, k*k*f): x is the small operand, so XLA transposes it
+  dk = _weight_grad_cheaper(xc, cols)  # (c, k*k*f)
   return dx.astype(x_dtype.dtype), dk.reshape(c, k, k, f)
 
 

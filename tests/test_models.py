@@ -247,12 +247,16 @@ def test_one_filter_conv_equals_the_native_convolution(stride):
                                lambda x, w: _native_conv(x, w, stride, 1), x, w)
 
 
-@pytest.mark.parametrize("kernel,padding,output_padding", [(4, 1, 0), (3, 1, 1)])  # U-Net, ResNet
-def test_conv_transpose_xla_equals_gemm(kernel, padding, output_padding):
+@pytest.mark.parametrize("kernel,padding,output_padding,shape,features", [
+    (4, 1, 0, (2, 5, 6, 7), 4),  # U-Net
+    (3, 1, 1, (2, 5, 6, 7), 4),  # ResNet
+    (4, 1, 0, (1, 20, 20, 40), 2),  # the U-Net's last layer: wide input, k*k*features < channels
+])
+def test_conv_transpose_xla_equals_gemm(kernel, padding, output_padding, shape, features):
   """ConvTranspose with conv_impl='xla' (`conv_transpose_xla`, what GPUs run) gives
   the GEMM + col2im form's outputs and gradients, for the same parameters."""
-  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7))
-  make = lambda impl: models.ConvTranspose(4, kernel, 2, padding, output_padding, conv_impl=impl)
+  x = jax.random.normal(jax.random.key(0), shape)
+  make = lambda impl: models.ConvTranspose(features, kernel, 2, padding, output_padding, conv_impl=impl)
   params = make("gemm").init(jax.random.key(1), x)["params"]
   apply = lambda impl: lambda x, kernel: make(impl).apply({"params": {**params, "kernel": kernel}}, x)
   with jax.default_matmul_precision("highest"):
