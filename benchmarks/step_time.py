@@ -62,8 +62,6 @@ from torch_step import cpu_name, reset_peak_rss, time_samples  # noqa: E402  (to
 TORCH_SCRIPT = REPO / "benchmarks" / "torch_step.py"
 # torch_step.py always builds the official networks at these widths, with netG unet_256.
 TORCH_NGF = TORCH_NDF = 64
-# gantx.allocator.keep_freed_memory's settings for a process started with them (--torch-keep-freed-memory).
-TORCH_KEEP_FREED_MEMORY = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 TORCH_PIX2PIX_NETG = "unet_256"
 GIB = 1024**3
 BUSY_CORES = 0.2  # other processes' load (cores) above which a case is flagged as measured on a busy machine
@@ -458,8 +456,9 @@ def run_torch_model(model: str, cases: list[Case], args) -> dict:
     return {k: {**info, "error": f"{python} not found (see benchmarks/README.md, or pass --no-torch)"} for k in keys}
   print(f"[torch] {model}: {info['command']}", flush=True)
   t0, busy0 = time.perf_counter(), _busy_cpu_s()
-  env = dict(os.environ, GLIBC_TUNABLES=TORCH_KEEP_FREED_MEMORY) if args.torch_keep_freed_memory else None
-  info["glibc_tunables"] = env and env["GLIBC_TUNABLES"]
+  from gantx import allocator
+
+  env = dict(os.environ, GLIBC_TUNABLES=allocator.GLIBC_TUNABLES) if args.torch_keep_freed_memory else None
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
   lines = []
   for line in proc.stdout:
@@ -544,7 +543,7 @@ def markdown(report: dict) -> str:
       f" jaxlib {report['versions']['jaxlib']}, flax {report['versions']['flax']},"
       f" optax {report['versions']['optax']}, torch {report['versions'].get('torch') or '—'}"
       + ("" if gpu else f" ({a['threads']} threads)")
-      + (f"; PyTorch with GLIBC_TUNABLES={TORCH_KEEP_FREED_MEMORY}" if a.get("torch_keep_freed_memory") else ""),
+      + (f"; PyTorch with GLIBC_TUNABLES={report['torch_glibc_tunables']}" if report.get("torch_glibc_tunables") else ""),
       f"- JAX: backend {report['jax_backend']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(unset)'},"
       f" conv_impl {a['conv_impl']}, 1-device mesh, state donated, persistent compilation cache on,"
       f" freed memory kept (gantx.allocator) {report.get('keep_freed_memory')};"
@@ -691,6 +690,7 @@ def main(argv=None) -> int:
                                                  "quick", "threads", "torch_python", "torch_size", "no_torch",
                                                  "no_cached_compile", "deadline_s", "torch_keep_freed_memory")},
       "keep_freed_memory": keep_freed_memory,
+      "torch_glibc_tunables": allocator.GLIBC_TUNABLES if args.torch_keep_freed_memory else None,
       "compilation_cache_dir": cache_dir,
       "machine": {"cpu": cpu_name(), "cpu_flags": _cpu_flags(), "cpu_count": os.cpu_count(),
                   "usable_cores": _usable_cores(), "mem_total_gib": _mem_total_gib(),

@@ -19,6 +19,9 @@ import ctypes.util
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+# keep_freed_memory's settings as the environment of a process started with them (another program,
+# e.g. the PyTorch reference in benchmarks/step_time.py --torch-keep-freed-memory).
+GLIBC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
 def _libc():
