@@ -13,8 +13,9 @@ from gantx import train as train_lib
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    "keep_freed_memory", True, "Keep freed host memory for reuse (glibc): each CPU step reuses the pages of "
-    "the last instead of faulting in new ones (8-19% of a CPU step; resident memory stays at its peak).")
+    "keep_freed_memory", None, "Keep freed host memory for reuse (glibc): each CPU step reuses the pages of "
+    "the last instead of faulting in new ones (8-19% of a CPU step; resident memory stays at its peak). "
+    "Default: where JAX runs on the CPU alone (gantx.allocator.cpu_only); on a GPU host it slowed compiling.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,7 +24,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO; -v 0 shows it
-  if _KEEP_FREED_MEMORY.value:
+  keep = _KEEP_FREED_MEMORY.value
+  if keep or (keep is None and allocator.cpu_only()):
     allocator.keep_freed_memory()  # before JAX starts its backend and threads
   parallel.maybe_initialize_distributed(_CONFIG.value)
   try:

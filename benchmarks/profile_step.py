@@ -164,7 +164,8 @@ def _read_trace(path: str) -> dict:
 def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
   from gantx import allocator
 
-  allocator.keep_freed_memory()  # as train.py does, before JAX starts its backend
+  if args.device == "cpu":
+    allocator.keep_freed_memory()  # as train.py does on a CPU, before JAX starts its backend
   import jax
 
   from step_time import Case, build_jax_step

@@ -113,7 +113,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
                       " of 256 because torch_step.py always builds unet_256)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   p.add_argument("--no-keep-freed-memory", action="store_true",
-                 help="JAX without gantx.allocator.keep_freed_memory (as train.py --nokeep_freed_memory)")
+                 help="JAX on the CPU without gantx.allocator.keep_freed_memory (as train.py --nokeep_freed_memory);"
+                      " --device gpu never applies it")
   p.add_argument("--torch-keep-freed-memory", action="store_true",
                  help="PyTorch with the same glibc settings (GLIBC_TUNABLES: one arena, no mmap, no trim)")
   p.add_argument("--out", default=None, help="write the results (and the markdown) to this JSON file")
@@ -659,8 +660,8 @@ def main(argv=None) -> int:
 
   from gantx import allocator
 
-  # As train.py does, before JAX starts its backend.
-  keep_freed_memory = not args.no_keep_freed_memory and allocator.keep_freed_memory()
+  # As train.py does on a CPU, before JAX starts its backend.
+  keep_freed_memory = args.device == "cpu" and not args.no_keep_freed_memory and allocator.keep_freed_memory()
   import flax
   import jax  # no device is touched until the PyTorch runs are over
   import jaxlib

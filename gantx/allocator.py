@@ -10,12 +10,20 @@ before. `release_freed_memory` hands the free pages back at chosen moments: afte
 step (the compiler's memory; without it CycleGAN's heap kept growing, 4.9 -> 13.1 GB over five
 steps, as the compiler's freed scraps were never merged) and at each log flush, so that the
 resident memory stays near what the steps use (pix2pix batch 4: 2.5 GB, 2.4 without any of this).
+
+Only where JAX runs on the CPU (`cpu_only`): on a GPU host the steps' buffers live on the device,
+and one arena for all threads made XLA:GPU's compile 3-9x slower on an H100's 16-core host
+(BENCHMARKS.md, "NVIDIA H100 ... after the transposed-convolution fix").
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
@@ -29,6 +37,23 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
   except OSError:
     return None
+
+
+def cpu_only() -> bool:
+  """Whether JAX will run on the host's CPU alone, judged without starting its backend.
+
+  JAX_PLATFORMS, where set, decides: True when it names cpu alone. Else False when an
+  accelerator plugin is installed (a `jax_plugins` module or entry point, as the CUDA, ROCm and
+  Metal plugins are, or libtpu), even on a machine without the accelerator: JAX then falls back to
+  the CPU, which runs without `keep_freed_memory` unless `train.py --keep_freed_memory` asks.
+  """
+  platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return [p.strip() for p in platforms.split(",")] == ["cpu"]
+  namespace = importlib.util.find_spec("jax_plugins")  # where JAX itself looks (xla_bridge.discover_pjrt_plugins)
+  modules = namespace is not None and any(pkgutil.iter_modules(namespace.submodule_search_locations))
+  entry_points = importlib.metadata.entry_points(group="jax_plugins")
+  return not (modules or entry_points or importlib.util.find_spec("libtpu"))
 
 
 def keep_freed_memory() -> bool:

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from gantx import allocator
+
 # A jitted function with a 64 MiB temporary (16,384 pages), called 24 times; prints the page
 # faults of each call (its first calls grow the heap until the program's buffers fit in it) and
 # the resident pages that release_freed_memory then hands back.
@@ -41,3 +43,21 @@ def test_kept_memory_is_reused_by_the_next_calls():
   assert max(kept["faults"][-8:]) < 0.01 * _PAGES, kept
   # The kept heap holds at least the last call's freed temporary until it is released.
   assert kept["released_pages"] > 0.9 * _PAGES, kept
+
+
+def test_cpu_only_reads_jax_platforms_then_the_installed_plugins(monkeypatch, tmp_path):
+  import importlib
+
+  for platforms, expected in (("cpu", True), ("cuda", False), ("cuda,cpu", False), ("tpu", False)):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert allocator.cpu_only() is expected, platforms
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  assert allocator.cpu_only(), "this environment (CI's) has no accelerator plugin installed"
+  # A plugin where JAX looks for one: a module in a `jax_plugins` folder on the path.
+  (tmp_path / "jax_plugins" / "xla_fake_gpu").mkdir(parents=True)
+  (tmp_path / "jax_plugins" / "xla_fake_gpu" / "__init__.py").write_text("")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  importlib.invalidate_caches()
+  assert not allocator.cpu_only()
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the environment's word wins
+  assert allocator.cpu_only()
