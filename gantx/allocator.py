@@ -12,7 +12,7 @@ steps, as the compiler's freed scraps were never merged) and at each log flush, 
 resident memory stays near what the steps use (pix2pix batch 4: 2.5 GB, 2.4 without any of this).
 
 Only where JAX runs on the CPU (`cpu_only`): on a GPU host the steps' buffers live on the device,
-and one arena for all threads made XLA:GPU's compile 3-9x slower on an H100's 16-core host
+and one arena for all threads made XLA:GPU's compile 3-11x slower on an H100's 16-core host
 (BENCHMARKS.md, "NVIDIA H100 ... after the transposed-convolution fix").
 """
 
