@@ -25,6 +25,7 @@ import argparse
 import collections
 import glob
 import gzip
+import itertools
 import json
 import os
 import pathlib
@@ -155,6 +156,29 @@ def summarize(events: list[tuple[str, float, str]], steps: int, wall_step_s: flo
   }
 
 
+def hlo_sources(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> the JAX op path that made it (its `op_name` metadata: the jitted function,
+  transforms and flax module path, e.g. `transpose(jvp(UnetGenerator))/outer/inner/down_conv/...`).
+  On the CPU the trace's event names are these instruction names; GPU kernels are named otherwise."""
+  found = re.finditer(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{[^}\n]*?op_name="([^"]*)"', hlo_text, re.M)
+  return {name: op for name, op in (m.groups() for m in found)}
+
+
+def layer_of(source: str | None) -> str:
+  """`jit(step)/transpose(jvp(UnetGenerator))/outer/inner/down_conv/jit(_conv_winograd)/...` ->
+  `UnetGenerator/outer/inner/down_conv backward`: the network, the module path, and the pass."""
+  if not source:
+    return "(no source)"
+  parts = source.split("/")
+  net = next((i for i, part in enumerate(parts) if "jvp(" in part), None)
+  if net is None:
+    return "(outside the networks: losses, optimizer)"
+  path = [re.sub(r"^.*jvp\((\w+)\)+$", r"\1", parts[net])]
+  path += [part for part in itertools.takewhile(lambda x: re.fullmatch(r"\w+", x) and not x.startswith("_"),
+                                                parts[net + 1:-1])]  # the last part is the op
+  return "/".join(path) + (" backward" if parts[net].startswith("transpose(") else " forward")
+
+
 def _read_trace(path: str) -> dict:
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt") as f:
@@ -175,6 +199,7 @@ def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
   case = Case(args.model, args.batch_size, args.size, args.ngf, args.ndf, args.dtype)
   built = build_jax_step(case, args.seed)
   compiled = built["train_step"].lower(built["state"], built["batch"]).compile()
+  sources = hlo_sources(compiled.as_text())
   live = {"state": built["state"]}
   batch = built["batch"]
   del built
@@ -195,7 +220,8 @@ def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
     if not found:
       raise SystemExit(f"jax.profiler wrote no perfetto_trace.json.gz under {tmp}")
     events = device_events(_read_trace(found[0]), args.device)
-  info = {"jax": jax.__version__, "backend": jax.default_backend(), "device_name": str(jax.devices()[0])}
+  info = {"jax": jax.__version__, "backend": jax.default_backend(), "device_name": str(jax.devices()[0]),
+          "sources": sources}
   return statistics.median(times), events, info
 
 
@@ -233,7 +259,15 @@ def main(argv=None) -> dict:
   wall, events, info = (profile_jax if args.framework == "jax" else profile_torch)(args)
   if not events:
     raise SystemExit("the trace holds no device events: nothing to summarize")
+  sources = info.pop("sources", {})
   summary = summarize(events, args.steps, wall, args.top)
+  for t in summary["top"]:  # where each of the longest ops comes from in the model (JAX on the CPU)
+    t["source"] = sources.get(t["name"])
+  if sources:
+    per_layer = collections.Counter()
+    for name, dur, _ in events:
+      per_layer[layer_of(sources.get(name))] += dur / args.steps
+    summary["layers"] = [{"layer": k, "s_per_step": v} for k, v in per_layer.most_common(args.top)]
   report = {"framework": args.framework, "device": args.device, "model": args.model, "batch_size": args.batch_size,
             "dtype": args.dtype, "size": args.size, "ngf": args.ngf, "ndf": args.ndf, "steps": args.steps,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -246,9 +280,14 @@ def main(argv=None) -> dict:
   for kind, k in summary["kinds"].items():
     print(f"| {kind} | {k['s_per_step'] * 1e3:.2f} | {k['calls_per_step']:.0f} | {k['share_of_busy']:.0%} |")
   for title, key in (("kernel", "top"), ("kernel family (instance numbers dropped)", "top_families")):
-    print(f"| {title} | kind | ms/step | calls/step |\n|---|---|---:|---:|")
+    print(f"| {title} | kind | ms/step | calls/step | source |\n|---|---|---:|---:|---|")
     for t in summary[key]:
-      print(f"| `{t['name'][:100]}` | {t['kind']} | {t['s_per_step'] * 1e3:.3f} | {t['calls_per_step']:.1f} |")
+      print(f"| `{t['name'][:100]}` | {t['kind']} | {t['s_per_step'] * 1e3:.3f} | {t['calls_per_step']:.1f} |"
+            f" {t.get('source') or '—'} |")
+  if summary.get("layers"):
+    print("| layer and pass (op_name metadata) | ms/step |\n|---|---:|")
+    for t in summary["layers"]:
+      print(f"| {t['layer']} | {t['s_per_step'] * 1e3:.1f} |")
   print("trace lines counted:", summary["trace_lines_counted"])
   if args.out:
     os.makedirs(args.out, exist_ok=True)
