@@ -602,7 +602,8 @@ class Conv(nn.Module):
   compute dtype (BENCHMARKS.md). In float32, XLA:CPU's weight gradients of the 4x4 convolutions
   (U-Net encoder, PatchGAN) are slow at every size, so those take the GEMM form from
   `gemm_min_channels_4x4` input channels; other kernels (the ResNet's 3x3, fastest native at
-  64x64 and above) only at outputs of 16x16 and less with >= 128 channels. The PatchGAN's
+  64x64 and above) only at outputs of 16x16 and less with >= 128 channels, or with stride 2
+  and >= 128 channels (the ResNet's 128 -> 256 downsampling: its native gradients are slow). The PatchGAN's
   1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
   bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
   the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
@@ -640,7 +641,8 @@ class Conv(nn.Module):
       return min(c, self.features) >= self.gemm_min_channels_bf16
     if k == 4:
       return c >= self.gemm_min_channels_4x4
-    return k > 1 and out_h * out_w <= self.gemm_max_pixels and c >= self.gemm_min_channels
+    # A stride-2 3x3 (the ResNet's second downsampling) at any size: XLA:CPU's gradients of it are slow.
+    return k > 1 and c >= self.gemm_min_channels and (out_h * out_w <= self.gemm_max_pixels or s == 2)
 
   def winograd_tile(self, h: int, w: int, c: int) -> tuple[int, int] | None:
     """(m, r) of the F(m, r) this layer runs (`winograd_conv`), or None when it takes another form."""

@@ -222,6 +222,24 @@ def test_winograd_rule():
     np.testing.assert_allclose(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 2, 1), atol=1e-4)
 
 
+def test_gemm_rule():
+  """Which float32 layers take the GEMM form (without Winograd's): 4x4 from 64 input channels; 3x3
+  with >= 128 input channels at outputs of 16x16 or less, or with stride 2 at any size (the
+  ResNet's 128 -> 256 downsampling, whose native gradients are slow); the layer then gives XLA's
+  convolution."""
+  def gemm(c, f, k, s=1, hw=64, impl="gemm"):
+    return models.Conv(f, k, s, 1, conv_impl=impl).uses_gemm(hw, hw, c)
+  assert [gemm(64, 128, 4, 2), gemm(128, 256, 3, 2, hw=128), gemm(256, 256, 3, hw=16), gemm(128, 256, 3, 2, hw=32)
+          ] == [True] * 4
+  assert {gemm(32, 64, 4, 2), gemm(64, 128, 3, 2, hw=256), gemm(256, 256, 3, hw=64), gemm(128, 256, 3, 2, impl="xla"),
+          gemm(3, 64, 7, hw=256)} == {False}
+  conv, x = models.Conv(16, 3, 2, 1, use_bias=False), jax.random.normal(jax.random.key(0), (1, 34, 34, 128))
+  assert conv.uses_gemm(34, 34, 128)  # a 17x17 output: above gemm_max_pixels, GEMM by the stride-2 rule
+  params = conv.init(jax.random.key(1), x)
+  with jax.default_matmul_precision("highest"):
+    _assert_close(conv.apply(params, x), _native_conv(x, params["params"]["kernel"], 2, 1), 1e-4)
+
+
 @pytest.mark.parametrize("shape,kernel,stride,padding,tile", [
     ((1, 9, 10, 4), 4, 1, 1, (3, 4)),  # the PatchGAN's stride-1 layer
     ((1, 9, 10, 4), 4, 1, 1, (2, 2)),  # ... split into four 2x2 kernels (bfloat16's form)
