@@ -7,7 +7,9 @@ step), then traces --steps more steps (jax.profiler with a Perfetto trace, torch
 Chrome trace) and sums the device events of the trace: each kernel's time per step and calls
 per step, and the totals of five kinds of kernel (convolution/matmul libraries, layout
 transposes and copies, reductions and norms, other fusions/elementwise, memcpy/memset). Device
-busy time per step below the wall step is time the device waited (launches, host work).
+busy time per step below the wall step is time the device waited (launches, host work). For JAX
+on the CPU, where the trace's events are XLA's op names, each op's source in the model (its
+op_name metadata) is shown, and the busy time is summed per layer and pass.
 
     python3 benchmarks/profile_step.py --framework jax --device gpu --model cycle_gan --batch-size 4
     python3 benchmarks/profile_step.py --framework torch --device gpu --model cycle_gan --batch-size 4
