@@ -603,10 +603,10 @@ class Conv(nn.Module):
   (U-Net encoder, PatchGAN) are slow at every size, so those take the GEMM form from
   `gemm_min_channels_4x4` input channels; other kernels (the ResNet's 3x3, fastest native at
   64x64 and above) only at outputs of 16x16 and less with >= 128 channels, or with stride 2
-  and >= 128 channels (the ResNet's 128 -> 256 downsampling: its native gradients are slow). The PatchGAN's
-  1-channel last layer on >= 128 channels gets its own weight gradient (`conv_one_filter`). In
-  bfloat16 every layer with at least `gemm_min_channels_bf16` input and output channels takes
-  the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
+  and >= 128 channels (the ResNet's 128 -> 256 downsampling: its native gradients are slow).
+  The PatchGAN's 1-channel last layer on >= 128 channels gets its own weight gradient
+  (`conv_one_filter`). In bfloat16 every layer with at least `gemm_min_channels_bf16` input and
+  output channels takes the GEMM form, since only GEMMs run at bfloat16 speed. Thin layers (the RGB ends) stay native
   and float32. Before any of these rules, layers with at least `winograd_min_channels` input
   and output channels take Winograd's form (`winograd_conv`): the ResNet blocks' 3x3 by F(4, 3)
   in float32 and F(2, 3) in bfloat16, the stride-2 4x4 layers with outputs of at least 32x32
