@@ -388,7 +388,10 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   direct = dataclasses.replace(case, conv_impl="xla").config()
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (state, batch))
   direct_step = steps.train_step_fn(direct, state_lib.build_networks(direct, spe=1000))
-  flops = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))
+  # Lowered for the CPU backend's client too: Lowered.cost_analysis needs a backend outside the PJRT
+  # C API (a GPU plugin's raises NotImplementedError, so the H100 tables of 2026-11-27 lacked it).
+  with jax.default_device(jax.devices("cpu")[0]):
+    flops = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))
   mem = _memory_stats(compiled)
   del lowered
 
