@@ -273,18 +273,18 @@ class Case:
     return c
 
 
-def _cost_flops(compiled) -> float | None:
-  """FLOPs from .cost_analysis() of a Compiled or Lowered: a dict in jax 0.12 (a list of dicts in
-  older jax)."""
+def _cost_flops(stage) -> tuple[float | None, str | None]:
+  """(FLOPs, None) from .cost_analysis() of a Compiled or Lowered (a dict in jax 0.12, a list of dicts in
+  older jax), or (None, why not): the reason goes into the report, where the GFLOP column is empty."""
   try:
-    ca = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001 -- some backends do not implement it
-    return None
+    ca = stage.cost_analysis()
+  except Exception as e:  # noqa: BLE001 -- some backends do not implement it
+    return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
   if isinstance(ca, (list, tuple)):
     ca = ca[0] if ca else None
   if not ca or "flops" not in ca:
-    return None
-  return float(ca["flops"])
+    return None, f"cost_analysis() gave no 'flops': {str(ca)[:200]}"
+  return float(ca["flops"]), None
 
 
 def _memory_stats(compiled) -> dict | None:
@@ -380,7 +380,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
       del cached
   lower_s, compile_s = t1 - t0, t2 - t1
   donation_warnings = [str(w.message).splitlines()[0] for w in caught if "donated" in str(w.message)]
-  flops_compiled = _cost_flops(compiled)
+  flops_compiled, _ = _cost_flops(compiled)
   # FLOPs of the step with XLA's direct convolutions (conv_impl='xla'), lowered for the CPU from
   # abstract arguments: the arithmetic of the direct form, which PyTorch's step does too, one
   # count for every backend (after compilation, GPUs' cuDNN calls are not counted) and every
@@ -388,10 +388,9 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
   direct = dataclasses.replace(case, conv_impl="xla").config()
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (state, batch))
   direct_step = steps.train_step_fn(direct, state_lib.build_networks(direct, spe=1000))
-  # Lowered for the CPU backend's client too: Lowered.cost_analysis needs a backend outside the PJRT
-  # C API (a GPU plugin's raises NotImplementedError, so the H100 tables of 2026-11-27 lacked it).
-  with jax.default_device(jax.devices("cpu")[0]):
-    flops = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))
+  # On the H100 of 2026-11-27 (jax 0.11.2) this count came back empty, where on the H200 the day
+  # before it did not; the reason is now kept in the report ("flops_error").
+  flops, flops_error = _cost_flops(jax.jit(direct_step).trace(*abstract).lower(lowering_platforms=("cpu",)))
   mem = _memory_stats(compiled)
   del lowered
 
@@ -421,7 +420,7 @@ def run_jax_case(case: Case, warmup: int, steps_n: int, seed: int, sample_s: flo
       "params": params, "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s,
       "lower_plus_compile_s": lower_s + compile_s, "cached_lower_plus_compile_s": cached_s, "warmup_s": warmup_s,
       "compute_dtype": case.dtype, "conv_impl": config.conv_impl,
-      "flops_per_step": flops, "flops_per_step_compiled": flops_compiled, "xla_memory": mem,
+      "flops_per_step": flops, "flops_error": flops_error, "flops_per_step_compiled": flops_compiled, "xla_memory": mem,
       "device_peak_bytes_so_far": device_peak, "steps_per_sample": chunk,
       "peak_rss_bytes": rss, "peak_rss_how": rss_how, "donation_warnings": donation_warnings,
       "step_s_median": median, "step_s_all": times, "metrics_finite": finite,
@@ -747,6 +746,8 @@ def main(argv=None) -> int:
             f" median step {r['step_s_median']:.4f} s ({r['steps_per_sample']} per sample),"
             f" all {[round(x, 4) for x in r['step_s_all']]}, {_fmt(r['gflops_per_s'], '.1f')} GFLOP/s,"
             f" peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB", flush=True)
+      if r.get("flops_error"):
+        print(f"[jax]   no FLOP count: {r['flops_error']}", flush=True)
     except Exception as e:  # noqa: BLE001 -- report and go on with the other cases
       failed = True
       traceback.print_exc()
