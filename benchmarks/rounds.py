@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     except (OSError, json.JSONDecodeError) as e:
       raise SystemExit(f"rounds.py: cannot read the report {path}: {e}") from None
   summary = summarize(reports)
-  summary["reports"] = [str(p) for p in paths]
+  summary["reports"] = [str(path) for path in paths]
   summary["markdown"] = markdown(summary)
   print("\n" + summary["markdown"])
   if args.out:
