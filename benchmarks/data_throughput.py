@@ -94,15 +94,15 @@ def write_dataset(root: pathlib.Path, n: int) -> None:
   import numpy as np
   from PIL import Image
 
-  from gantx import data
+  from gantx.data import builtin
 
   folder = root / DATASET / "train"
   folder.mkdir(parents=True)
   rng = np.random.default_rng(0)
   for i in range(n):
-    labels = data.label_map(rng, SIDE)
-    photo = np.clip(data.render(labels) + rng.normal(0, 12, (SIDE, SIDE, 3)), 0, 255)  # photo-like detail
-    pair = np.concatenate([photo, data.LABEL_PALETTE[labels]], 1).astype(np.uint8)
+    labels = builtin.label_map(rng, SIDE)
+    photo = np.clip(builtin.render(labels) + rng.normal(0, 12, (SIDE, SIDE, 3)), 0, 255)  # photo-like detail
+    pair = np.concatenate([photo, builtin.LABEL_PALETTE[labels]], 1).astype(np.uint8)
     Image.fromarray(pair).save(folder / f"{i}.jpg", quality=95)
 
 

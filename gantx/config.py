@@ -77,7 +77,7 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   # How convolutions are computed (same numbers up to rounding): 'xla' (XLA's own convolutions:
   # cuDNN on GPUs, the MXU on TPUs), 'gemm' (matrix products where XLA:CPU's convolutions are
   # slow: Winograd for the wide 3x3 and 4x4 layers, im2col GEMMs with GEMM gradients elsewhere;
-  # the CPU rules of models.Conv), 'auto' ('gemm' on the CPU backend, else 'xla').
+  # the CPU rules of conv.Rules), 'auto' ('gemm' on the CPU backend, else 'xla').
   c.conv_impl = "auto"
 
   # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---

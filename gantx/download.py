@@ -8,8 +8,8 @@
 (unaligned folders); `--kind` picks one (pix2pix by default). The two layouts use different
 sub-folder names, so both can live in the same `<root>/<name>/` folder. Archives are checked
 before anything is unpacked: absolute paths, '..' and links are refused. `--url` replaces the
-official address (a mirror, or a file:// archive). This module only uses the standard library,
-so that the command starts fast.
+official address (a mirror, or a file:// archive). Image files are listed as the training data
+sets list them (`gantx.data.images`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import tempfile
 import urllib.request
 import zipfile
 
-# The extensions the official loaders accept (compared case-insensitively).
-IMG_EXTENSIONS = ("jpg", "jpeg", "png", "ppm", "bmp", "tif", "tiff")
+from gantx.data.images import IMG_EXTENSIONS, list_images
+
 KINDS = ("pix2pix", "cyclegan")
 ALIGNED_SPLITS = ("train", "val", "test")
 UNALIGNED_SPLITS = ("trainA", "trainB", "testA", "testB")
@@ -52,13 +52,6 @@ CITYSCAPES_HELP = (
 
 class ArchiveError(ValueError):
   """An archive that is unsafe to unpack or does not hold the expected folders."""
-
-
-def list_images(folder: os.PathLike | str) -> list[pathlib.Path]:
-  """All image files under `folder` (recursively), sorted by path, as the official loaders read them."""
-  folder = pathlib.Path(folder)
-  found = [p for p in folder.rglob("*") if p.suffix[1:].lower() in IMG_EXTENSIONS and p.is_file()]
-  return sorted(found, key=str)
 
 
 def default_kind(name: str) -> str:

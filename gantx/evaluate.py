@@ -19,6 +19,7 @@ import numpy as np
 from flax import linen as nn
 
 from gantx import data
+from gantx.data import builtin, images
 from gantx import metrics as metrics_lib
 
 Array = jax.Array
@@ -100,14 +101,14 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
         metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
     if fid_variables is not None and n >= 2:
       # On 8-bit images, as pytorch-fid sees the saved PNGs, so the numbers match it.
-      fake, real = (metrics_lib.inception_features(fid_variables, data.to_float(data.to_uint8(x)),
+      fake, real = (metrics_lib.inception_features(fid_variables, images.to_float(images.to_uint8(x)),
                                                    batch_size=min(n, 50)) for x in (out, target))
       metrics[f"FID_{name}"] = metrics_lib.fid(fake, real)
       metrics[f"KID_{name}"] = metrics_lib.kid(fake, real)[0]
     if _targets_labels(config, dst) and out.shape[-1] == 3:
-      pred = data.labels_from_palette(data.to_uint8(out))
-      truth = data.labels_from_palette(data.to_uint8(target))
-      metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(data.LABEL_PALETTE))
+      pred = builtin.labels_from_palette(images.to_uint8(out))
+      truth = builtin.labels_from_palette(images.to_uint8(target))
+      metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(builtin.LABEL_PALETTE))
     columns[name] = [eval_set[src], out, target]
   return metrics, columns
 
@@ -142,9 +143,9 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
     header = [f"real_{src}", f"fake_{dst}", f"real_{dst}"]
     for i in range(len(eval_set[src])):
       cells = []
-      for label, images in zip(header, columns[name]):
+      for label, column in zip(header, columns[name]):
         rel = f"images/{i:04d}_{label}.png"
-        writers.save_image(images[i], output / rel)
+        writers.save_image(column[i], output / rel)
         cells.append(rel)
       rows.append((f"{i:04d} {name}", cells))
   summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))

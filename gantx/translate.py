@@ -9,7 +9,7 @@ test.py names for a model without targets) and `out/index.html`, a table of both
 Sizes: each image gets the official test-time transform of the run's `preprocess` (test.py
 sets load_size = crop_size and turns flips off): 'resize_and_crop' resizes to crop_size x
 crop_size; 'scale_width' and 'none' keep the aspect ratio and round height and width to the
-multiple the generator needs (`gantx.data.load_image` documents the exact rule). Output images
+multiple the generator needs (`gantx.data.preprocess.load_image` documents the exact rule). Output images
 have the size the generator saw.
 
 Test-time mode: as the paper and the official default, each image runs alone with dropout on
@@ -29,7 +29,8 @@ import numpy as np
 from flax import linen as nn
 from tqdm import tqdm
 
-from gantx import checkpointing, convert, data, evaluate, models, pth, writers
+from gantx import checkpointing, convert, evaluate, models, pth, writers
+from gantx.data import preprocess, sources
 from gantx import config as config_lib
 
 
@@ -114,7 +115,7 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
   if not inputs.exists():
     raise FileNotFoundError(f"Input {inputs} does not exist.")
-  paths = data.single_folder(inputs) if inputs.is_dir() else (str(inputs),)  # all of them: no training cap
+  paths = sources.single_folder(inputs) if inputs.is_dir() else (str(inputs),)  # all of them: no training cap
   eval_mode = config.eval if eval_mode is None else eval_mode
   run = evaluate.make_translator(gen.module, eval_mode)
   params, stats = gen.variables["params"], gen.variables.get("batch_stats", {})
@@ -126,7 +127,7 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   rows: list[dict[str, str]] = [{} for _ in paths]  # in input order, whatever the size groups
   for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
     chunk = paths[start:start + batch_size]
-    images = [data.load_image(p, config, gen.input_nc) for p in chunk]
+    images = [preprocess.load_image(p, config, gen.input_nc) for p in chunk]
     for p, im in zip(chunk, images):
       if im.shape[0] % multiple or im.shape[1] % multiple:
         raise ValueError(f"{p} becomes {im.shape[0]}x{im.shape[1]}, which netG={config.netG!r} cannot take"

@@ -13,13 +13,13 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from gantx import data
+from gantx.data import images
 
 
 def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
   """One row per image, one column per entry of `columns` (each (N, H, W, C) in [-1, 1]);
   grayscale columns are shown as RGB."""
-  cols = [data.to_uint8(np.repeat(c, 3, axis=-1) if c.shape[-1] == 1 else c) for c in columns]
+  cols = [images.to_uint8(np.repeat(c, 3, axis=-1) if c.shape[-1] == 1 else c) for c in columns]
   n, h, w, _ = cols[0].shape
   grid = np.full((n * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
   for j, col in enumerate(cols):
@@ -31,7 +31,7 @@ def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
 
 def save_image(image: np.ndarray, path: str | pathlib.Path) -> None:
   """Saves an (H, W, 1 or 3) image in [-1, 1] as an 8-bit PNG (grayscale or RGB)."""
-  x = data.to_uint8(image)
+  x = images.to_uint8(image)
   Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(path)
 
 
@@ -44,8 +44,8 @@ def html_table(path: str | pathlib.Path, title: str, columns: list[str],
   lines = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}<title>{esc(title)}</title></head><body>",
            f"<h2>{esc(title)}</h2><table border='1' style='border-collapse:collapse'>",
            "<tr><th>name</th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"]
-  for name, images in rows:
-    cells = "".join(f"<td><a href='{esc(i)}'><img src='{esc(i)}' style='max-width:256px'></a></td>" for i in images)
+  for name, files in rows:
+    cells = "".join(f"<td><a href='{esc(i)}'><img src='{esc(i)}' style='max-width:256px'></a></td>" for i in files)
     lines.append(f"<tr><td>{esc(name)}</td>{cells}</tr>")
   lines.append("</table></body></html>")
   pathlib.Path(path).write_text("\n".join(lines) + "\n")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from gantx import config as config_lib
 from gantx import data
+from gantx.data import builtin, images, preprocess, sources
 
 
 def small_config(**overrides):
@@ -79,8 +80,8 @@ def test_builtin_eval_set_is_render_of_labels(model):
   ev = data.make_eval_set(c)
   assert ev["A"].shape == (3, 16, 16, 3) and ev["B"].shape == (3, 16, 16, 3)
   assert ev["A"].dtype == np.float32 and ev["aligned"] == np.bool_(True)
-  for a, b in zip(data.to_uint8(ev["A"]), data.to_uint8(ev["B"])):
-    np.testing.assert_array_equal(data.render(a), b)
+  for a, b in zip(images.to_uint8(ev["A"]), images.to_uint8(ev["B"])):
+    np.testing.assert_array_equal(builtin.render(a), b)
   again = data.make_eval_set(c)
   np.testing.assert_array_equal(ev["A"], again["A"])
   swapped = data.make_eval_set(small_config(model=model, direction="BtoA"))
@@ -89,27 +90,27 @@ def test_builtin_eval_set_is_render_of_labels(model):
 
 
 def test_builtin_train_pairs_follow_render_and_splits_differ():
-  train = data.BuiltinPairs(seed=0, split=0, size=32, length=4)
-  test = data.BuiltinPairs(seed=0, split=1, size=32, length=4)
+  train = builtin.BuiltinPairs(seed=0, split=0, size=32, length=4)
+  test = builtin.BuiltinPairs(seed=0, split=1, size=32, length=4)
   labels, photo = (np.asarray(x) for x in train.pair(0))
-  assert set(map(tuple, labels.reshape(-1, 3))) <= set(map(tuple, data.LABEL_PALETTE))
-  np.testing.assert_array_equal(data.render(labels), photo)
+  assert set(map(tuple, labels.reshape(-1, 3))) <= set(map(tuple, builtin.LABEL_PALETTE))
+  np.testing.assert_array_equal(builtin.render(labels), photo)
   assert not np.array_equal(labels, np.asarray(test.pair(0)[0]))
   # Unpaired domains are drawn from other label maps than the pairs and each other.
-  unpaired = data.BuiltinUnpaired(seed=0, split=0, size=32, len_a=4, len_b=4)
+  unpaired = builtin.BuiltinUnpaired(seed=0, split=0, size=32, len_a=4, len_b=4)
   a0, b0 = np.asarray(unpaired.image_a(0)), np.asarray(unpaired.image_b(0))
-  assert not np.array_equal(data.render(a0), b0)
+  assert not np.array_equal(builtin.render(a0), b0)
 
 
 def test_builtin_train_batches_follow_render_without_crop():
   batch = next(data.make_train_iterator(small_config(load_size=16)))  # flips on: render commutes with them
-  for a, b in zip(data.to_uint8(batch["A"]), data.to_uint8(batch["B"])):
-    np.testing.assert_array_equal(data.render(a), b)
+  for a, b in zip(images.to_uint8(batch["A"]), images.to_uint8(batch["B"])):
+    np.testing.assert_array_equal(builtin.render(a), b)
 
 
 def test_render_is_flip_equivariant():
-  labels = data.label_map(np.random.default_rng(3), 40)
-  np.testing.assert_array_equal(data.render(labels[:, ::-1]), data.render(labels)[:, ::-1])
+  labels = builtin.label_map(np.random.default_rng(3), 40)
+  np.testing.assert_array_equal(builtin.render(labels[:, ::-1]), builtin.render(labels)[:, ::-1])
 
 
 # --- resume and sharding ---------------------------------------------------------------------
@@ -191,8 +192,8 @@ def test_aligned_folder_split_direction_and_size(tmp_path):
   assert data.train_size(c) == 3
   batch = next(data.make_train_iterator(c))
   assert batch["A"].shape == (3, 8, 8, 3) and batch["B"].shape == (3, 8, 8, 3)
-  a = data.to_uint8(batch["A"]).astype(int)
-  b = data.to_uint8(batch["B"]).astype(int)
+  a = images.to_uint8(batch["A"]).astype(int)
+  b = images.to_uint8(batch["B"]).astype(int)
   np.testing.assert_allclose(a[:, 4, 4, 0], [0, 10, 20], atol=3)  # JPEG: nearly exact
   np.testing.assert_allclose(b[:, 4, 4, 0], [200, 190, 180], atol=3)
   swapped = next(data.make_train_iterator(folder_config(tmp_path, load_size=12, crop_size=8, batch_size=3,
@@ -227,10 +228,10 @@ def test_aligned_eval_set_uses_test_then_val(tmp_path):
   write(val / "v.png", np.concatenate([uniform(12, 12, 50), uniform(12, 12, 150)], 1))
   ev = data.make_eval_set(folder_config(tmp_path, crop_size=8, num_eval_images=5))
   assert ev["A"].shape == (1, 8, 8, 3) and ev["aligned"] == np.bool_(True)
-  np.testing.assert_array_equal(data.to_uint8(ev["A"])[0, 0, 0], [50, 50, 50])
+  np.testing.assert_array_equal(images.to_uint8(ev["A"])[0, 0, 0], [50, 50, 50])
   write(tmp_path / "facades" / "test" / "t.png", np.concatenate([uniform(12, 12, 60), uniform(12, 12, 160)], 1))
   ev = data.make_eval_set(folder_config(tmp_path, crop_size=8))
-  np.testing.assert_array_equal(data.to_uint8(ev["B"])[0, 0, 0], [160, 160, 160])
+  np.testing.assert_array_equal(images.to_uint8(ev["B"])[0, 0, 0], [160, 160, 160])
 
 
 def unaligned_dataset(root: pathlib.Path, n_a=3, n_b=5) -> None:
@@ -247,7 +248,7 @@ def unaligned_config(tmp_path, **overrides):
 
 
 def values(batches, key):
-  return [int(data.to_uint8(b[key])[0, 0, 0, 0]) for b in batches]
+  return [int(images.to_uint8(b[key])[0, 0, 0, 0]) for b in batches]
 
 
 def test_unaligned_folder_length_and_serial_order(tmp_path):
@@ -392,13 +393,13 @@ def test_preprocess_modes_sizes_and_shared_crops(tmp_path, mode, crop_width):
   train_hw, test_hw = MODE_SHAPES[mode, crop_width]
   assert data.train_image_hw(c) == train_hw
   for batch in take(data.make_train_iterator(c), 8):
-    a, b = data.to_uint8(batch["A"][0]), data.to_uint8(batch["B"][0])
+    a, b = images.to_uint8(batch["A"][0]), images.to_uint8(batch["B"][0])
     assert a.shape == (*train_hw, 3) and b.shape == (*train_hw, 3)
     np.testing.assert_array_equal(a[..., :2], b[..., :2])  # the same resize, crop and flip on A and B
     assert a[..., 2].max() < 30 and b[..., 2].min() > 225  # A from the left side, B from the right
   assert data.make_eval_set(c)["A"].shape == (1, *test_hw, 3)
   write(tmp_path / "a.png", coordinate_pair()[:, :HALF_W])  # one side alone, for inference
-  assert data.load_image(tmp_path / "a.png", c, 1).shape == (*test_hw, 1)
+  assert preprocess.load_image(tmp_path / "a.png", c, 1).shape == (*test_hw, 1)
 
 
 def test_crop_positions_are_exact_shared_and_flipped(tmp_path):
@@ -406,7 +407,7 @@ def test_crop_positions_are_exact_shared_and_flipped(tmp_path):
   c = coordinate_config(tmp_path, preprocess="crop", crop_size=8, crop_width=12)
   seen = set()
   for batch in take(data.make_train_iterator(c), 40):
-    a = data.to_uint8(batch["A"][0]).astype(int)
+    a = images.to_uint8(batch["A"][0]).astype(int)
     flip = a[0, 1, 0] < a[0, 0, 0]
     left, top = a[0, :, 0].min() // 10, a[0, 0, 1] // 10
     assert 0 <= left <= HALF_W - 12 and 0 <= top <= HALF_H - 8
@@ -415,12 +416,12 @@ def test_crop_positions_are_exact_shared_and_flipped(tmp_path):
     seen.add((int(left), int(top), bool(flip)))
   assert {f for _, _, f in seen} == {False, True} and len(seen) > 10
   for batch in take(data.make_train_iterator(coordinate_config(tmp_path, preprocess="crop", no_flip=True)), 10):
-    row = data.to_uint8(batch["A"][0])[0, :, 0].astype(int)
+    row = images.to_uint8(batch["A"][0])[0, :, 0].astype(int)
     assert np.all(np.diff(row) == 10)  # never flipped
 
 
 def test_none_rounds_to_the_generator_multiple_and_warns_once(tmp_path, capsys):
-  data._print_once.cache_clear()  # the warning is once per process
+  images.print_once.cache_clear()  # the warning is once per process
   c = coordinate_config(tmp_path, preprocess="none", netG="unet_32")
   assert data.train_image_hw(c) == (32, 32)  # 24x20 -> multiples of 32 (upstream: of 4, too small for a U-Net)
   assert next(data.make_train_iterator(c))["A"].shape == (1, 32, 32, 3)
@@ -495,8 +496,8 @@ def test_formats_and_channel_counts(tmp_path, ext, mode):
   assert ev["A"].shape == (1, 16, 16, 1) and ev["B"].shape == (1, 16, 16, 3)
   atol = 3 if ext.lower() in ("jpg", "jpeg") else 0
   gray = np.asarray(Image.fromarray(rgb).convert("L"))  # upstream: convert('RGB'), then Grayscale(1)
-  np.testing.assert_allclose(data.to_uint8(ev["A"][0, ..., 0]), gray[:, :16], atol=atol)
-  np.testing.assert_allclose(data.to_uint8(ev["B"][0]), rgb[:, 16:], atol=atol)
+  np.testing.assert_allclose(images.to_uint8(ev["A"][0, ..., 0]), gray[:, :16], atol=atol)
+  np.testing.assert_allclose(images.to_uint8(ev["B"][0]), rgb[:, 16:], atol=atol)
 
 
 def write_png16_rgb(path: pathlib.Path, x: np.ndarray) -> None:
@@ -520,7 +521,7 @@ def test_16_bit_gradients_are_scaled_not_clipped(tmp_path, ext):
   else:
     Image.fromarray(ramp).save(path)
   c = small_config(preprocess="none", netG="resnet_6blocks")
-  got = data.to_uint8(data.load_image(path, c, 1))[..., 0].astype(int)
+  got = images.to_uint8(preprocess.load_image(path, c, 1))[..., 0].astype(int)
   expected = np.rint(ramp / 257).astype(int)  # upstream's convert('RGB') clips: 255 from the 2nd column on
   np.testing.assert_allclose(got, expected, atol=1 if ext == "rgb.png" else 0)  # PIL keeps RGB's high byte
   assert got[0, 0] == 0 and got[0, -1] == 255 and got[0, 32] == expected[0, 32]
@@ -629,28 +630,28 @@ def test_single_folder_is_sorted_recursive_and_capped(tmp_path):
   for name in ("b.png", "a.JPG", "sub/c.tiff"):
     write(folder / name, uniform(8, 8, 0))
   (folder / "notes.txt").write_text("not listed")
-  assert [pathlib.Path(p).relative_to(folder).as_posix() for p in data.single_folder(folder)] == [
+  assert [pathlib.Path(p).relative_to(folder).as_posix() for p in sources.single_folder(folder)] == [
       "a.JPG", "b.png", "sub/c.tiff"]
-  assert len(data.single_folder(folder, 2)) == 2
+  assert len(sources.single_folder(folder, 2)) == 2
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="empty"):
-    data.single_folder(tmp_path / "empty")
+    sources.single_folder(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="nowhere.*does not exist"):
-    data.single_folder(tmp_path / "nowhere" / "x")
+    sources.single_folder(tmp_path / "nowhere" / "x")
 
 
 def test_load_image_keeps_the_aspect_for_none_and_scale_width(tmp_path):
   path = tmp_path / "wide.png"
   write(path, uniform(30, 70, 100))
   c = small_config(netG="resnet_6blocks", crop_size=16)
-  assert data.load_image(path, c, 3).shape == (16, 16, 3)  # resize_and_crop: the crop, whole image
+  assert preprocess.load_image(path, c, 3).shape == (16, 16, 3)  # resize_and_crop: the crop, whole image
   c.preprocess = "none"
-  assert data.load_image(path, c, 1).shape == (32, 72, 1)  # 30x70 rounded to multiples of 4 (round half to even)
+  assert preprocess.load_image(path, c, 1).shape == (32, 72, 1)  # 30x70 rounded to multiples of 4 (round half to even)
   c.preprocess = "scale_width"
-  assert data.load_image(path, c, 3).shape == (16, 16, 3)  # width 16, height max(6, 16)
+  assert preprocess.load_image(path, c, 3).shape == (16, 16, 3)  # width 16, height max(6, 16)
   c.preprocess, c.crop_size = "crop", 32
   with pytest.raises(data.BadImageError, match=r"wide.png is 70x30 .*smaller than the 32x32 crop"):
-    data.load_image(path, c, 3)
+    preprocess.load_image(path, c, 3)
   (tmp_path / "bad.png").write_bytes(b"")
   with pytest.raises(data.BadImageError, match="bad.png"):
-    data.load_image(tmp_path / "bad.png", c, 3)
+    preprocess.load_image(tmp_path / "bad.png", c, 3)
