@@ -1,11 +1,16 @@
-"""Commands for trained models: `python -m gantx <command> [flags]`.
+"""Commands for trained models, configs and seed studies: `python -m gantx <command> [flags]`.
 
   translate   images through a generator:  --workdir RUN | --pth FILE.pth, --input, --output
   evaluate    a run's checkpoint on its test split (L1, PSNR, SSIM; FID, KID with --fid_weights)
   export      a generator as a jax.export (StableHLO) file: --workdir RUN | --pth FILE, --output
   import_pth  official .pth files into a new run: --config, --workdir, --net G=latest_net_G.pth ...
   export_pth  every network of a run as official <prefix>_net_<name>.pth files: --workdir, --output
+  config      every field of a config file, with its value and what it does: config FILE [--config.x=y]
+  study       N replicas of a run in one program: --config, --workdir, --seeds N, --vary init,data,step
+  study extract  one replica of a study as an ordinary run: --workdir STUDY --replica k --output RUN
+  study report   the study's report from separate runs of one config: study report RUN... --output DIR
 
+translate, evaluate, export and export_pth take --replica k on a study's work directory.
 Training itself is `python train.py --config ... --workdir ...`.
 """
 
@@ -17,15 +22,20 @@ import re
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("translate", "evaluate", "export", "import_pth", "export_pth")
+from gantx import config as config_lib
+
+COMMANDS = ("translate", "evaluate", "export", "import_pth", "export_pth", "config", "study")
+STUDY_COMMANDS = ("extract", "report")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "import_pth: the run's config file; translate/export --pth: fields the file does not"
+    "config", None, "import_pth, study: the run's config file; translate/export --pth: fields the file does not"
     " tell (preprocess, crop_size, eval, no_dropout of a U-Net).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A gantx run (train.py --workdir).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A gantx run (train.py --workdir), or a study's (with --replica).")
+_REPLICA = flags.DEFINE_integer("replica", None, "On a study's work directory: the replica (0..N-1) to use.")
 _PTH = flags.DEFINE_string("pth", None, "translate/export: an official generator .pth instead of --workdir.")
 _INPUT = flags.DEFINE_string("input", None, "translate: an image file or a folder of images.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output folder (translate, evaluate, export_pth) or file (export).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output folder (translate, evaluate, export_pth, study extract/report)"
+                              " or file (export).")
 _DIRECTION = flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"], "translate/export of a CycleGAN run: AtoB uses G_A, BtoA uses G_B.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "translate: images per forward pass (results do not depend on it).")
@@ -33,11 +43,16 @@ _EVAL = flags.DEFINE_enum("eval", None, ["true", "false"],
                           "Test-time mode: false = official default (dropout on, batch norm statistics of"
                           " each image), true = official --eval (running averages). Default: the run's config.")
 _SEED = flags.DEFINE_integer("seed", None, "translate: dropout seed at test time (default: the run's config.seed).")
+_SKIP_BAD = flags.DEFINE_bool("skip_bad_images", False, "translate: leave out unreadable images (listed) instead"
+                              " of stopping at the first.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 50, "evaluate: number of test images (official --num_test).")
 _FID = flags.DEFINE_string("fid_weights", None, "evaluate: pytorch-fid's pt_inception-2015-12-05-6726825d.pth.")
 _SIZE = flags.DEFINE_string("size", None, "export: HxW of the images (default: crop_size x crop_size).")
 _NET = flags.DEFINE_multi_string("net", [], "import_pth: NAME=FILE.pth, e.g. G=latest_net_G.pth (repeatable).")
 _PREFIX = flags.DEFINE_string("prefix", "latest", "export_pth: file names <prefix>_net_<name>.pth.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "study: the number of replicas N (>= 2).")
+_VARY = flags.DEFINE_list("vary", ["init", "data", "step"], "study: the seed streams that differ between"
+                          " replicas (init, data, step; replica k takes base + k in each).")
 
 
 def _required(command: str, *names: str) -> None:
@@ -52,12 +67,23 @@ def _generator():
   if bool(_WORKDIR.value) == bool(_PTH.value):
     raise app.UsageError("Give exactly one of --workdir (a gantx run) and --pth (an official generator file).")
   if _WORKDIR.value:
-    return translate.from_workdir(_WORKDIR.value, _DIRECTION.value, _STEP.value)
+    return translate.from_workdir(_WORKDIR.value, _DIRECTION.value, _STEP.value, _REPLICA.value)
   return translate.from_pth(_PTH.value, _CONFIG.value)
 
 
 def _eval_mode() -> bool | None:
   return None if _EVAL.value is None else _EVAL.value == "true"
+
+
+def _plural(n: int, word: str) -> str:
+  return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """`config FILE` is `config --config=FILE`; then gantx's parser (`config.parse_flags`)."""
+  if len(argv) > 2 and argv[1] == "config" and not argv[2].startswith("-"):
+    argv = [argv[0], "config", f"--config={argv[2]}", *argv[3:]]
+  return config_lib.parse_flags(argv)
 
 
 def main(argv):
@@ -72,7 +98,7 @@ def main(argv):
 
 
 def _run(argv):
-  if len(argv) != 2 or argv[1] not in COMMANDS:
+  if len(argv) < 2 or argv[1] not in COMMANDS or (len(argv) > 2 and argv[1] != "study"):
     raise app.UsageError(f"Usage: python -m gantx {{{','.join(COMMANDS)}}} [flags]; got {' '.join(argv[1:]) or 'nothing'}.")
   command = argv[1]
   if not flags.FLAGS["verbosity"].present:
@@ -80,15 +106,23 @@ def _run(argv):
   if command == "translate":
     _required(command, "input", "output")
     from gantx import translate  # pylint: disable=g-import-not-at-top
-    rows = translate.translate(_generator(), _INPUT.value, _OUTPUT.value, batch_size=_BATCH.value,
-                               eval_mode=_eval_mode(), seed=_SEED.value)
-    print(f"Translated {len(rows)} images into {_OUTPUT.value} (index.html).")
+    rows, skipped = translate.translate(_generator(), _INPUT.value, _OUTPUT.value, batch_size=_BATCH.value,
+                                        eval_mode=_eval_mode(), seed=_SEED.value, skip_bad_images=_SKIP_BAD.value)
+    print(f"Translated {_plural(len(rows), 'image')} into {_OUTPUT.value} (index.html).")
+    if skipped:
+      print(f"Left out {_plural(len(skipped), 'file')} (--skip_bad_images):")
+      for path, why in skipped.items():
+        print(f"  {why}")
   elif command == "evaluate":
     _required(command, "workdir")
     from gantx import evaluate  # pylint: disable=g-import-not-at-top
-    metrics = evaluate.evaluate_run(_WORKDIR.value, _OUTPUT.value, step=_STEP.value, num_test=_NUM_TEST.value,
-                                    fid_weights=_FID.value, eval_mode=_eval_mode())
+    metrics, output = evaluate.evaluate_run(_WORKDIR.value, _OUTPUT.value, step=_STEP.value, num_test=_NUM_TEST.value,
+                                            fid_weights=_FID.value, eval_mode=_eval_mode(), replica=_REPLICA.value)
     print(json.dumps(metrics, indent=2))
+    if metrics["num_test"] < _NUM_TEST.value:
+      print(f"--num_test {_NUM_TEST.value}: the test set has {_plural(metrics['num_test'], 'image')};"
+            f" evaluated {metrics['num_test']}.")
+    print(f"Wrote {output / 'metrics.json'}, and {output / 'index.html'} with the images in {output / 'images'}.")
   elif command == "export":
     _required(command, "output")
     from gantx import export  # pylint: disable=g-import-not-at-top
@@ -112,9 +146,32 @@ def _run(argv):
   elif command == "export_pth":
     _required(command, "workdir", "output")
     from gantx import convert  # pylint: disable=g-import-not-at-top
-    for path in convert.export_run(_WORKDIR.value, _OUTPUT.value, _STEP.value, _PREFIX.value):
+    for path in convert.export_run(_WORKDIR.value, _OUTPUT.value, _STEP.value, _PREFIX.value, _REPLICA.value):
       print(path)
+  elif command == "config":
+    _required(command, "config")
+    print(config_lib.describe(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"])))
+  else:
+    _study(argv[2:])
+
+
+def _study(args: list[str]) -> None:
+  from gantx import study  # pylint: disable=g-import-not-at-top
+
+  sub = args[0] if args else None
+  if sub is None:
+    _required("study", "config", "workdir", "seeds")
+    study.run_study(_CONFIG.value, _WORKDIR.value, _SEEDS.value, tuple(_VARY.value))
+  elif sub == "extract":
+    _required("study extract", "workdir", "replica", "output")
+    study.extract(_WORKDIR.value, _REPLICA.value, _OUTPUT.value)
+  elif sub == "report" and len(args) > 1:
+    _required("study report", "output")
+    study.report_from_runs(args[1:], _OUTPUT.value)
+  else:
+    raise app.UsageError(f"Usage: python -m gantx study [{'|'.join(STUDY_COMMANDS)}] ...; got {' '.join(args)}"
+                         " (study report takes the run directories).")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

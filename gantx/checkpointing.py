@@ -1,11 +1,14 @@
 """Orbax checkpoints of everything a resume needs.
 
-Each checkpoint step holds three items:
+Each checkpoint step holds these items:
 - 'state': the whole `TrainState` (parameters, batch statistics, both Adam states, the
-  step, the run's PRNG key, the history pools);
+  step, the run's PRNG key, the history pools); a study's, with a leading replica axis;
 - 'data': the grain iterator state (where the data stream is), so a resumed run sees the
-  same batches an uninterrupted one would;
-- 'config': the resolved config as JSON.
+  same batches an uninterrupted one would; a study that varies the data stream has one
+  iterator per replica, 'data_0', 'data_1', ...;
+- 'config': the resolved config as JSON;
+- 'log': the losses of the steps since the last logged window (JSON), so that a window's
+  mean does not depend on where a run stopped.
 
 Saving is asynchronous: the loop keeps training while the previous checkpoint is written;
 a step directory appears only once it is complete (orbax writes to a temporary name and
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import grain
 import jax
@@ -27,34 +30,72 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` for (state, data iterator, config)."""
 
-  def __init__(self, directory: str | pathlib.Path, max_to_keep: int):
+  def __init__(self, directory: str | pathlib.Path, max_to_keep: int, data_streams: int = 1):
+    """`data_streams`: how many data iterators a checkpoint holds (a study that varies the data
+    stream has one per replica); restoring only the state works whatever it was."""
     self.directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_handlers=dict(state=ocp.StandardCheckpointHandler(), data=grain.checkpoint.CheckpointHandler(),
-                           config=ocp.JsonCheckpointHandler()))
+        item_handlers=dict(state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
+                           log=ocp.JsonCheckpointHandler(),
+                           **{name: grain.checkpoint.CheckpointHandler() for name in _data_items(data_streams)}))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator | None, config) -> None:
-    """Saves (state, data position, config) as step `step`. `data_iter=None` saves no data position
-    (an imported model): a run resumed from it starts its data stream at the beginning."""
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iters: Sequence[grain.DatasetIterator], config,
+           log: dict | None = None) -> None:
+    """Saves (state, data positions, config, log window) as step `step`. No `data_iters` saves no
+    data position (an imported model): a run resumed from it starts its data stream at the beginning."""
     items = dict(state=ocp.args.StandardSave(state),
                  config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
-    if data_iter is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    for name, it in zip(_data_items(len(data_iters)), data_iters):
+      items[name] = grain.checkpoint.CheckpointSave(it)
+    if log is not None:
+      items["log"] = ocp.args.JsonSave(log)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, step: int, like_state: Any, data_iter: grain.DatasetIterator | None) -> Any:
+  def restore(self, step: int, like_state: Any, data_iters: Sequence[grain.DatasetIterator] = ()
+              ) -> tuple[Any, dict | None]:
     """Restores step `step` into the structure, shapes and shardings of `like_state` (arrays or
-    jax.ShapeDtypeStructs with shardings); moves `data_iter`, if given, to the saved position.
-    Returns the restored state."""
+    jax.ShapeDtypeStructs with shardings); moves `data_iters`, if given, to their saved positions.
+    Returns (state, log window or None).
+
+    A checkpoint written before gantx counted batch-norm calls has no `num_batches_tracked`: those
+    counters are taken from `like_state` (0 in a fresh state), and the rest is restored as saved.
+    """
+    saved = self._saved_shapes(step)
+    names = [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]]
+    missing = {n for n in names if n not in saved}
+    if missing and all(n.endswith(f"/{_COUNTER}") for n in missing):
+      print(f"Checkpoint {self.directory / str(step)} predates the batch-norm call counters: num_batches_tracked"
+            " restarts from 0 (docs/reproducibility.md).")
+      without = jax.tree.map(lambda d: _without_counters(d) if isinstance(d, dict) else d, like_state,
+                             is_leaf=lambda d: isinstance(d, dict))
+      state, log = self.restore(step, without, data_iters)
+      restored = {_path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+      state = jax.tree_util.tree_map_with_path(lambda p, x: restored.get(_path_name(p), x), like_state)
+      return state, log
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     items = dict(state=ocp.args.StandardRestore(abstract))
-    if data_iter is not None and (self.directory / str(step) / "data").exists():
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+    for name, it in zip(_data_items(len(data_iters)), data_iters):
+      if (self.directory / str(step) / name).exists():
+        items[name] = grain.checkpoint.CheckpointRestore(it)
+    if (self.directory / str(step) / "log").exists():
+      items["log"] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], restored.get("log")
+
+  def restore_extra(self, step: int, data_item: str, data_iter: grain.DatasetIterator) -> dict | None:
+    """Moves `data_iter` to the position saved as item `data_item` ('data', 'data_<k>') of step
+    `step`; returns the log window (None if the checkpoint has none). The state is not read."""
+    items = {data_item: grain.checkpoint.CheckpointRestore(data_iter)}
+    if (self.directory / str(step) / "log").exists():
+      items["log"] = ocp.args.JsonRestore()
+    return self._manager.restore(step, args=ocp.args.Composite(**items)).get("log")
 
   def restore_arrays(self, step: int) -> dict:
     """The state of step `step` as nested dicts of arrays on one device, whatever the model and
@@ -64,9 +105,9 @@ class Checkpointer:
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
     return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
-  def restore_latest(self, like_state: Any, data_iter: grain.DatasetIterator,
-                     check_config: Callable[[dict], None]) -> tuple[int, Any] | None:
-    """(step, state) of the newest checkpoint that reads back whole, or None if there is none.
+  def restore_latest(self, like_state: Any, data_iters: Sequence[grain.DatasetIterator],
+                     check_config: Callable[[dict], None]) -> tuple[int, Any, dict | None] | None:
+    """(step, state, log window) of the newest checkpoint that reads back whole, or None if there is none.
 
     `check_config(saved_config)` runs first and may raise (a run of another architecture is a
     config error, not damage). A checkpoint that then cannot be read (a truncated or corrupt
@@ -90,7 +131,7 @@ class Checkpointer:
                          " the config changed the image size (load_size, crop_size, preprocess or the data)"
                          " or the networks. Use another --workdir, or the config the run was started with.")
       try:
-        return step, self.restore(step, like_state, data_iter)
+        return (step, *self.restore(step, like_state, data_iters))
       except Exception as e:
         self._set_aside(step, e)
     return None
@@ -121,6 +162,20 @@ class Checkpointer:
     self._manager.close()
 
 
+def _data_items(n: int) -> list[str]:
+  """Item names of n data iterators: 'data' for one (a run, or a study with one shared stream),
+  'data_0', 'data_1', ... for a study's streams."""
+  return ["data"] if n == 1 else [f"data_{k}" for k in range(n)]
+
+
+_COUNTER = "num_batches_tracked"
+
+
+def _without_counters(tree: dict) -> dict:
+  """A nested dict without its `num_batches_tracked` entries."""
+  return {k: _without_counters(v) if isinstance(v, dict) else v for k, v in tree.items() if k != _COUNTER}
+
+
 def _path_name(path) -> str:
   """'params/G/outer/down_conv/kernel' for a key path of a TrainState or of its saved dict tree."""
   return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
@@ -136,6 +191,17 @@ def _first_shape_difference(saved: dict[str, tuple[int, ...]], like_state: Any) 
   return None
 
 
+# A seed study's work directory holds this file (its replicas' seeds); a run's does not.
+STUDY_FILE = "seeds.json"
+
+
+def read_study(workdir: str | pathlib.Path) -> dict | None:
+  """A study's seeds.json ({'seeds': N, 'vary': [...], 'replicas': [{'init', 'data', 'step'}, ...]}),
+  or None for a run."""
+  path = pathlib.Path(workdir) / STUDY_FILE
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to `<workdir>/config.json`."""
   path = pathlib.Path(workdir) / "config.json"
@@ -144,15 +210,41 @@ def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, int, dict]:
+def load_run(workdir: str | pathlib.Path, step: int | None = None, replica: int | None = None
+             ) -> tuple[ml_collections.ConfigDict, int, dict]:
   """(config, step, state) of a run's checkpoint `step` (default: the latest), the state as nested
-  dicts of arrays (`Checkpointer.restore_arrays`): what translate, evaluate and export read."""
+  dicts of arrays (`Checkpointer.restore_arrays`): what translate, evaluate and export read.
+
+  A seed study's work directory needs `replica` (0..N-1): its state is that replica's slice and its
+  config carries the replica's seeds (`seeds.with_seeds`). ValueError for a replica on a run, none
+  or one out of range on a study; FileNotFoundError for a step that is not there, listing those that are.
+  """
+  from gantx import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+
   config = run_config(workdir)
+  study = read_study(workdir)
+  if study is None and replica is not None:
+    raise ValueError(f"--replica {replica}: {workdir} is a run, not a seed study; leave --replica out.")
+  if study is not None:
+    n = study["seeds"]
+    if replica is None:
+      raise ValueError(f"{workdir} is a seed study of {n} replicas: give --replica k (k = 0..{n - 1}).")
+    if not 0 <= replica < n:
+      raise ValueError(f"--replica {replica} is out of range: the study in {workdir} has {n} replicas (0..{n - 1}).")
+    config = seeds_lib.with_seeds(config, seeds_lib.Seeds(**study["replicas"][replica]))
   ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
+    steps = sorted(ckpt.all_steps())
+    if not steps:
       raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-    return config, step, ckpt.restore_arrays(step)
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise FileNotFoundError(f"No checkpoint of step {step} in {ckpt.directory}: it holds step"
+                              f"{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}.")
+    state = ckpt.restore_arrays(step)
   finally:
     ckpt.close()
+  if study is not None:
+    state = jax.tree.map(lambda x: x[replica], state)
+  return config, step, state

@@ -11,8 +11,13 @@ training set and the global batch size.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+import os
+import pathlib
 import re
+import runpy
 
 import ml_collections
 
@@ -47,18 +52,18 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.netG = "unet_256"
   # Discriminator: 'basic' (70x70 PatchGAN), 'n_layers' (uses n_layers_D), 'pixel' (1x1).
   c.netD = "basic"
-  c.n_layers_D = 3
+  c.n_layers_D = 3  # netD 'n_layers': the number of stride-2 layers of the PatchGAN
   # Normalisation: 'batch', 'instance' or 'none'. Convolutions carry a bias only with 'instance'.
   c.norm = "batch"
-  c.ngf = 64
-  c.ndf = 64
-  c.input_nc = 3
-  c.output_nc = 3
+  c.ngf = 64  # generator filters in the first conv layer
+  c.ndf = 64  # discriminator filters in the first conv layer
+  c.input_nc = 3  # channels of A images: 3 (RGB) or 1 (grayscale)
+  c.output_nc = 3  # channels of B images
   # Dropout(0.5) in the U-Net decoder / ResNet blocks is on unless this is True.
   c.no_dropout = False
   # Weight init: 'normal' N(0, init_gain), 'xavier', 'kaiming', 'orthogonal'.
   c.init_type = "normal"
-  c.init_gain = 0.02
+  c.init_gain = 0.02  # std of 'normal'; gain of 'xavier' and 'orthogonal'; BatchNorm weights ~ N(1, init_gain)
 
   # --- Objectives ---
   # 'vanilla' (BCE on logits), 'lsgan' (MSE), 'wgangp' (with the gradient penalty), 'hinge'.
@@ -82,7 +87,7 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
 
   # --- Optimisation (Adam(lr, b1=beta1, b2=0.999) for G and for D) ---
   c.lr = 2e-4
-  c.beta1 = 0.5
+  c.beta1 = 0.5  # Adam's first-moment decay
   # Global batch size, over all devices and hosts: each of D devices gets batch_size / D images.
   c.batch_size = 1
   # If > 0, the per-device batch instead: batch_size becomes per_device_batch_size * devices
@@ -90,25 +95,32 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.per_device_batch_size = 0
   # lr constant for n_epochs, then (lr_policy 'linear') linear decay to 0 over n_epochs_decay.
   c.n_epochs = 100
-  c.n_epochs_decay = 100
-  c.lr_policy = "linear"
+  c.n_epochs_decay = 100  # epochs of decay after n_epochs
+  c.lr_policy = "linear"  # 'linear', 'step' or 'cosine' (gantx/schedules.py)
   c.lr_decay_iters = 50  # lr_policy 'step': multiply by 0.1 every lr_decay_iters epochs.
-  # Stop after this many optimizer steps (smoke runs, tests); -1 trains all the epochs.
+  # Stop after this many optimizer steps (smoke runs, tests); -1 trains all the epochs (n_epochs +
+  # n_epochs_decay). 0 is refused: it would train nothing.
   c.num_train_steps = -1
+  # Seeds everything (gantx/seeds.py). Each of the three streams below, when set, replaces it for
+  # that stream alone: network init; data order, crops, flips and unaligned pairing; the step's
+  # dropout, pool draws and gradient-penalty interpolation (and the evaluations' dropout).
   c.seed = 0
+  c.init_seed = ml_collections.config_dict.placeholder(int)  # None: seed
+  c.data_seed = ml_collections.config_dict.placeholder(int)  # None: seed
+  c.step_seed = ml_collections.config_dict.placeholder(int)  # None: seed
 
   # --- Data and preprocessing (official: --load_size --crop_size --preprocess ...) ---
-  c.direction = "AtoB"
-  c.load_size = 286
-  c.crop_size = 256
+  c.direction = "AtoB"  # 'AtoB' or 'BtoA': which side (or domain) is the generator's input
+  c.load_size = 286  # scale images to this size (preprocess)
+  c.crop_size = 256  # then crop to this size (the networks' input)
   # Rectangular crops: crop_size is then the height and crop_width the width (0: square crops).
   c.crop_width = 0
   # 'resize_and_crop' (resize to load_size^2, random crop), 'crop', 'scale_width' (width to load_size,
   # aspect kept), 'scale_width_and_crop', 'none'; 'none' and 'scale_width' round sides to the
   # generator's multiple, and every image must then give the first image's shape.
   c.preprocess = "resize_and_crop"
-  c.no_flip = False
-  c.serial_batches = False
+  c.no_flip = False  # True: no random horizontal flips
+  c.serial_batches = False  # True: examples in order (unaligned: B[i mod |B|]), not shuffled
   # Cap on the number of images read per domain (the official default is inf).
   c.max_dataset_size = math.inf
   c.data = ml_collections.ConfigDict()
@@ -120,7 +132,7 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.data.root = "./datasets"
   # Built-in data: number of generated train / test examples (per domain for unpaired).
   c.data.num_train = 400
-  c.data.num_test = 32
+  c.data.num_test = 32  # built-in data: test examples
   # Data loader worker processes (0: load in the main process).
   c.data.num_workers = 0
   # Before training, decode every image of a folder data set once and list all bad files (unreadable,
@@ -131,11 +143,11 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.data.skip_bad_images = False
 
   # --- Loop cadence (in optimizer steps) and outputs ---
-  c.log_every_steps = 50
+  c.log_every_steps = 50  # losses: means over these windows (metrics.jsonl, TensorBoard, the bar)
   # Held-out metrics and sample grids (samples/*.png) on the eval set.
   c.eval_every_steps = 500
-  c.checkpoint_every_steps = 2000
-  c.max_checkpoints_to_keep = 3
+  c.checkpoint_every_steps = 2000  # and at the last step, and on SIGTERM / Ctrl-C
+  c.max_checkpoints_to_keep = 3  # older checkpoints are deleted
   # Number of test pairs used for the held-out L1 and the sample grids.
   c.num_eval_images = 8
   # Path of pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth): with it, every
@@ -232,3 +244,119 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f" got input_nc={config.input_nc}, output_nc={config.output_nc}.")
   if config.pool_size < 0:
     raise ValueError(f"config.pool_size={config.pool_size} must be >= 0.")
+  if config.num_train_steps == 0 or config.num_train_steps < -1:
+    raise ValueError(f"config.num_train_steps={config.num_train_steps}: give a number of steps > 0, or -1 to train"
+                     f" all the epochs (n_epochs + n_epochs_decay = {config.n_epochs + config.n_epochs_decay}).")
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _config_file(argv: list[str]) -> str | None:
+  """The path given as --config FILE or --config=FILE (without a ':argument' suffix)."""
+  for i, arg in enumerate(argv):
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1].split(":")[0]
+    if arg.startswith("--config="):
+      return arg[len("--config="):].split(":")[0]
+  return None
+
+
+def _overrides(argv: list[str]) -> list[tuple[str, str]]:
+  """(field path, the argument as given) of every --config.<path>[=value] override."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--config."):
+      out.append((arg[len("--config."):].split("=")[0], arg))
+  return out
+
+
+def load_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file (what --config FILE loads)."""
+  return runpy.run_path(path)["get_config"]()
+
+
+def unknown_field(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """Why `dotted` (e.g. 'data.nme') names no field of `config`, with the closest one; None if it does."""
+  node, seen = config, []
+  for name in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+      keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      where = "the config" if not seen else f"config.{'.'.join(seen)}"
+      close = difflib.get_close_matches(name, keys, n=1, cutoff=0.5)
+      hint = f"; did you mean {'.'.join(seen + close)!r}?" if close else f" (it has: {', '.join(keys)})."
+      return f"{where} has no field {name!r}{hint}"
+    node, seen = node[name], seen + [name]
+  return None
+
+
+def _existing_configs(path: str) -> str:
+  folder = pathlib.Path(path).parent
+  if not folder.is_dir():
+    folder = pathlib.Path(__file__).resolve().parent.parent / "configs"
+  names = sorted(p.name for p in folder.glob("*.py") if not p.name.startswith("_"))
+  return f"the configs in {folder}: {', '.join(names) or 'none'}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """The absl flags parser of gantx's entry points (`app.run(main, flags_parser=parse_flags)`):
+  absl's, with config mistakes said in one line (SystemExit) instead of a traceback: a missing
+  config file (and the configs that exist), an unknown field (and the closest known one)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  prog, path = os.path.basename(argv[0]), _config_file(argv)
+  if path is not None and not os.path.isfile(path):  # ml_collections would fail at the first use
+    raise SystemExit(f"{prog}: error: --config {path}: no such file; {_existing_configs(path)}.")
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # what ml_collections raises for an unknown field
+    for dotted, arg in _overrides(argv):
+      if path is not None and (why := unknown_field(load_file(path), dotted)) is not None:
+        raise SystemExit(f"{prog}: error: {arg}: {why} (`python -m gantx config {path}` lists every field).") from None
+    raise SystemExit(f"{prog}: error: {e}") from None
+  except flags.Error as e:
+    raise SystemExit(f"{prog}: error: {e}. (`{prog} --helpfull` lists the flags.)") from None
+
+
+def _field_comments() -> dict[str, tuple[str, str]]:
+  """Field path -> (section, comment) from the source of `base_config`: the comment lines right
+  above a field's assignment and its trailing comment; '# --- Section ---' lines head sections."""
+  out, block, section = {}, [], "Model"
+  for line in inspect.getsource(base_config).splitlines():
+    text = line.strip()
+    if text.startswith("# ---"):
+      section, block = text.strip("# -"), []
+    elif text.startswith("#"):
+      block.append(text.lstrip("#").strip())
+    elif m := re.match(r"c\.([\w.]+) = [^#]*?(?:\s+#\s*(.*))?$", text):
+      if m[1] not in out:
+        out[m[1]] = (section, " ".join(block + ([m[2]] if m[2] else [])))
+      block = []
+    else:
+      block = []
+  return out
+
+
+def describe(config: ml_collections.ConfigDict, source: str = "") -> str:
+  """Every field of `config` with its value and its comment, section by section; fields that differ
+  from `base_config(config.model)` are marked '*'. What `python -m gantx config FILE` prints."""
+  base, comments = base_config(config.model), _field_comments()
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update({f"{key}.{k}": v for k, v in value.items()})
+    else:
+      flat[key] = value
+  lines = [f"# {source or 'config'} (model {config.model!r}); * differs from gantx.config.base_config({config.model!r})."
+           " Override any field as --config.<field>=<value>."]
+  section = None
+  for key in sorted(flat, key=lambda k: list(comments).index(k) if k in comments else len(comments)):
+    sec, comment = comments.get(key, ("other", ""))
+    if sec != section:
+      lines.append(f"\n# --- {sec}")
+      section = sec
+    block, _, field = key.rpartition(".")
+    before = (base[block] if block else base).get(field, None)
+    mark = "*" if flat[key] != before else " "
+    lines.append(f"{mark} {key:<24} {flat[key]!r:<22} {comment}".rstrip())
+  return "\n".join(lines)

@@ -10,7 +10,8 @@ rest is layout:
   BatchNorm2d weight, bias                  -> params  .../bn/scale, .../bn/bias
   BatchNorm2d running_mean, running_var     -> batch_stats .../bn/mean, .../bn/var
 
-`num_batches_tracked` has no gantx counterpart (it is written as 0 on export); InstanceNorm
+`num_batches_tracked` is batch_stats .../bn/num_batches_tracked (int32 here; a file without it, from
+before torch 0.4, imports as 0); InstanceNorm
 layers have no parameters, and the running statistics that pre-0.4 checkpoints carry for them
 are ignored, as the official loader does. Dropout has no parameters: in a U-Net its presence
 cannot be read from the keys (the official pix2pix models use it), in a ResNet it shifts the
@@ -70,7 +71,8 @@ def _nlayer_index(layer: str) -> int:
 
 _PIXEL = {"conv0": 0, "conv1": 2, "norm1": 3, "conv2": 5}
 _LEAF = {("params", "kernel"): "weight", ("params", "bias"): "bias", ("params", "scale"): "weight",
-         ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+         ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var",
+         ("batch_stats", "num_batches_tracked"): "num_batches_tracked"}
 
 
 def torch_key(module: Any, collection: str, path: tuple[str, ...]) -> str:
@@ -79,7 +81,7 @@ def torch_key(module: Any, collection: str, path: tuple[str, ...]) -> str:
   `module` is the gantx network (its type and fields give the Sequential indices)."""
   leaf = _LEAF[(collection, path[-1])]
   path = path[:-1]
-  if path[-1] == "bn":  # Norm wraps nn.BatchNorm as submodule 'bn'
+  if path[-1] == "bn":  # Norm wraps BatchNorm as submodule 'bn'
     path = path[:-1]
   if isinstance(module, models.UnetGenerator):
     level = path.count("inner")
@@ -234,6 +236,10 @@ def from_torch(state_dict: StateDict, module: Any, channels: int, name: str = ""
     flat = {}
     for path, shape in traverse_util.flatten_dict(tree).items():
       key = torch_key(module, collection, path)
+      if path[-1] == "num_batches_tracked":  # a count: int32 here, int64 there; absent before torch 0.4
+        flat[path] = np.asarray(min(int(sd.get(key, 0)), np.iinfo(np.int32).max), np.int32)
+        used.add(key)
+        continue
       if key not in sd:
         raise ConversionError(f"Missing key {key!r}{where}: the file does not hold this network"
                               f" ({type(module).__name__}); detected from its keys: {_describe(sd)}.")
@@ -260,14 +266,18 @@ def _describe(sd: dict[str, np.ndarray]) -> str:
 
 
 def to_torch(variables: Mapping[str, Any], module: Any) -> dict[str, np.ndarray]:
-  """The official state dict of gantx `variables` (float32; BatchNorm num_batches_tracked = 0)."""
+  """The official state dict of gantx `variables`: float32 tensors, BatchNorm num_batches_tracked
+  int64 (0 where the variables have no counter: checkpoints written before gantx kept one)."""
   sd = {}
   for collection in ("params", "batch_stats"):
     for path, value in traverse_util.flatten_dict(dict(variables.get(collection, {}))).items():
       key = torch_key(module, collection, path)
+      if path[-1] == "num_batches_tracked":
+        sd[key] = np.asarray(value, np.int64)
+        continue
       sd[key] = np.ascontiguousarray(_to_torch_layout(_kind(path, path[-1]), np.asarray(value, np.float32)))
       if collection == "batch_stats" and path[-1] == "mean":
-        sd[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
+        sd.setdefault(key.rsplit(".", 1)[0] + ".num_batches_tracked", np.zeros((), np.int64))
   return dict(sorted(sd.items(), key=lambda kv: _key_order(kv[0])))
 
 
@@ -325,7 +335,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   like any run (training from it fine-tunes; its data stream starts at the beginning)."""
   import pathlib  # pylint: disable=g-import-not-at-top
 
-  from gantx import checkpointing, config as config_lib, data, parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, config as config_lib, data, parallel, seeds, state as state_lib  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
   config_lib.validate(config)
@@ -341,7 +351,8 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   # data; otherwise the data set need not be there.
   data_sized = config.model == "cycle_gan" and config.preprocess in ("none", "scale_width")
   hw = data.train_image_hw(config) if data_sized else config_lib.crop_hw(config)
-  state = state_lib.init_state(config, nets, jax.random.fold_in(jax.random.key(config.seed), 0), hw)
+  key, run_key = seeds.state_keys(seeds.from_config(config))
+  state = state_lib.init_state(config, nets, key, hw, run_key=run_key)
   params, stats = dict(state.params), dict(state.batch_stats)
   for name, path in files.items():
     state_dict = pth.load(path)
@@ -354,20 +365,22 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
   try:
-    ckpt.save(0, state, None, config)
+    ckpt.save(0, state, (), config)
   finally:
     ckpt.close()
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
-def export_run(workdir: str, output: str, step: int | None = None, prefix: str = "latest") -> list[str]:
-  """Writes every network of a run as `<output>/<prefix>_net_<name>.pth` (the official file names,
-  loadable by the official code's --epoch <prefix>). Returns the paths."""
+def export_run(workdir: str, output: str, step: int | None = None, prefix: str = "latest",
+               replica: int | None = None) -> list[str]:
+  """Writes every network of a run (or of replica `replica` of a seed study) as
+  `<output>/<prefix>_net_<name>.pth` (the official file names, loadable by the official code's
+  --epoch <prefix>). Returns the paths."""
   import os  # pylint: disable=g-import-not-at-top
 
   from gantx import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
 
-  config, _, state = checkpointing.load_run(workdir, step)
+  config, _, state = checkpointing.load_run(workdir, step, replica)
   os.makedirs(output, exist_ok=True)
   paths = []
   for name, module in state_lib.build_networks(config, 1).modules.items():

@@ -15,6 +15,7 @@ sets list them (`gantx.data.images`).
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import pathlib
 import shutil
@@ -75,9 +76,14 @@ def archive_url(name: str, kind: str) -> str:
     return PIX2PIX_URL.format(name=name)
   if kind == "cyclegan" and name in CYCLEGAN_DATASETS:
     return CYCLEGAN_URL.format(name=name)
-  raise ValueError(
-      f"Unknown {kind} data set {name!r}. pix2pix: {', '.join(PIX2PIX_DATASETS)}."
-      f" cyclegan: {', '.join(CYCLEGAN_DATASETS)}. Use --url for any other archive.")
+  known = f"pix2pix: {', '.join(PIX2PIX_DATASETS)}. cyclegan: {', '.join(CYCLEGAN_DATASETS)}."
+  if name in PIX2PIX_DATASETS + CYCLEGAN_DATASETS:
+    right_kind = "pix2pix" if name in PIX2PIX_DATASETS else "cyclegan"
+    raise ValueError(f"{name!r} is a {right_kind} data set, not a {kind} one: use --kind {right_kind}"
+                     f" (or leave --kind out). {known}")
+  close = difflib.get_close_matches(name, PIX2PIX_DATASETS + CYCLEGAN_DATASETS, n=1)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  raise ValueError(f"Unknown data set {name!r}.{hint} {known} Use --url for any other archive.")
 
 
 def expected_layout(name: str, kind: str | None) -> str | None:
@@ -167,7 +173,8 @@ def _fetch(url: str, dest: pathlib.Path) -> None:
     with urllib.request.urlopen(url) as response, open(dest, "wb") as out:
       shutil.copyfileobj(response, out, length=1 << 20)
   except OSError as e:  # URLError is an OSError
-    raise OSError(f"Could not download {url}: {e}") from e
+    raise OSError(f"Could not download {url}: {e}. If you have the archive (fetched another way), give it"
+                  f" with --url file:///path/to/{pathlib.PurePosixPath(url).name}.") from e
   print(f"  {dest.stat().st_size / 2**20:.1f} MiB", flush=True)
 
 

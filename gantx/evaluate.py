@@ -114,16 +114,19 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
 
 
 def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None = None, *, step: int | None = None,
-                 num_test: int = 50, fid_weights: str | None = None, eval_mode: bool | None = None) -> dict[str, float]:
-  """Evaluates a run's checkpoint on the first `num_test` test images (official --num_test 50).
+                 num_test: int = 50, fid_weights: str | None = None, eval_mode: bool | None = None,
+                 replica: int | None = None) -> tuple[dict[str, float], pathlib.Path]:
+  """Evaluates a run's checkpoint (or replica `replica` of a seed study's) on the first `num_test`
+  test images (official --num_test 50; fewer when the test set is smaller: metrics['num_test']).
 
   Writes `<output>/metrics.json` and `<output>/index.html` with images/<i>_real_A.png,
   <i>_fake_B.png, <i>_real_B.png (and the B->A ones for CycleGAN), as the official test.py.
-  `output` defaults to `<workdir>/eval/<step>`. Returns the metrics.
+  `output` defaults to `<workdir>/eval/<step>` (a study's: `<workdir>/replica_<k>/eval/<step>`).
+  Returns (metrics, output).
   """
-  from gantx import checkpointing, inception, state as state_lib, writers  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, inception, seeds, state as state_lib, writers  # pylint: disable=g-import-not-at-top
 
-  config, step, state = checkpointing.load_run(workdir, step)
+  config, step, state = checkpointing.load_run(workdir, step, replica)
   if eval_mode is not None:
     config.eval = eval_mode
   config.num_eval_images = num_test
@@ -131,11 +134,12 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
   eval_set = data.make_eval_set(config)
   nets = state_lib.build_networks(config, 1)
   translators = {name: make_translator(nets.modules[name], config.eval) for name, _, _ in directions(config)}
-  key = jax.random.fold_in(jax.random.key(config.seed), 1)  # the training loop's eval key
+  key = seeds.eval_key(seeds.from_config(config))  # the training loop's eval key
   metrics, columns = evaluate(config, state["params"], state["batch_stats"], eval_set, translators, key, fid_variables)
   metrics = {"step": step, "num_test": len(eval_set["A"]), "eval": bool(config.eval), **metrics}
 
-  output = pathlib.Path(output) if output is not None else pathlib.Path(workdir) / "eval" / str(step)
+  run_dir = pathlib.Path(workdir) / (f"replica_{replica}" if replica is not None else "")
+  output = pathlib.Path(output) if output is not None else run_dir / "eval" / str(step)
   (output / "images").mkdir(parents=True, exist_ok=True)
   (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
   rows, header = [], []
@@ -151,4 +155,4 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
   summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
   writers.html_table(output / "index.html", f"{pathlib.Path(workdir).name} step {step}: {summary}",
                      ["input", "output", "target"], rows)
-  return metrics
+  return metrics, output

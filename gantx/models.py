@@ -127,6 +127,55 @@ def reflect_pad(x: Array, pad: int) -> Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+class BatchNorm(nn.Module):
+  """PyTorch's `BatchNorm2d(eps=1e-5, momentum=0.1)` on NHWC, buffers included.
+
+  train=True normalises with the batch's mean and biased variance and, where `batch_stats` is
+  mutable, updates the running statistics as PyTorch does: running_mean <- 0.9 running_mean +
+  0.1 mean, running_var <- 0.9 running_var + 0.1 * n / (n - 1) * variance (the unbiased batch
+  variance, n = the values each channel averages: batch x H x W; `flax.linen.BatchNorm` uses the
+  biased one), and counts the call in `num_batches_tracked`. Under jit over a data mesh the batch
+  is one global array, so these are the statistics of the global batch (synchronised batch norm)
+  and n counts it whole. train=False uses the running statistics.
+
+  Variables: params `scale` ~ N(1, init_gain) and `bias` (PyTorch's weight and bias); batch_stats
+  `mean`, `var` and `num_batches_tracked` (int32). The arithmetic of the normalisation is that of
+  `flax.linen.BatchNorm(use_fast_variance=False)`.
+  """
+
+  init_gain: float = 0.02
+  epsilon: float = 1e-5
+  momentum: float = 0.1  # PyTorch's: the weight of the new batch
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    # The counter is read only where it exists or may be written: a checkpoint written before it
+    # existed still runs in eval mode.
+    counted = self.has_variable("batch_stats", "num_batches_tracked") or self.is_mutable_collection("batch_stats")
+    counter = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32) if counted else None
+    if train:
+      x = x.astype(jnp.float32)
+      mean = x.mean((0, 1, 2))
+      var = jax.lax.square(x - mean).mean((0, 1, 2))
+      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+        n = x.size // c
+        ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
+        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * (var * (n / max(n - 1, 1)))
+        counter.value = counter.value + 1
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    scale = self.param("scale", batch_norm_scale_init(self.init_gain), (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    y = x - mean
+    mul = jax.lax.rsqrt(var + self.epsilon)
+    mul *= scale
+    y *= mul
+    return y + bias
+
+
 class Norm(nn.Module):
   """The official `get_norm_layer`: 'batch', 'instance' (no affine, no stats) or 'none'."""
 
@@ -136,11 +185,7 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     if self.kind == "batch":
-      # PyTorch momentum 0.1 is Flax momentum 0.9. Under jit over a data mesh the batch is
-      # one global array, so these are the statistics of the global batch (synchronised BN).
-      return nn.BatchNorm(
-          use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-          scale_init=batch_norm_scale_init(self.init_gain), name="bn")(x)
+      return BatchNorm(self.init_gain, name="bn")(x, train)
     if self.kind == "instance":
       return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, use_fast_variance=False)(x)
     if self.kind == "none":

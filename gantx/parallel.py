@@ -1,9 +1,13 @@
-"""Data parallelism: one `('data',)` mesh over every device of every process.
+"""Parallelism: one `('data',)` mesh over every device of every process, or for a seed study
+(`gantx.study`) a `('seeds', 'data')` mesh.
 
-The train step is jitted once over this mesh: batches are sharded on their first (batch)
-axis, and the state (parameters, optimizer states, batch statistics, history pools) is
-replicated. XLA inserts the gradient all-reduce; batch-norm statistics and losses are
-means over the global batch. One device is a mesh of size 1: the same code path.
+The train step is jitted once over the mesh: batches are sharded on their first (batch) axis,
+and the state (parameters, optimizer states, batch statistics, history pools) is replicated.
+XLA inserts the gradient all-reduce; batch-norm statistics and losses are means over the global
+batch. One device is a mesh of size 1: the same code path.
+
+A study's state has a leading replica axis sharded over 'seeds'; each replica's batch is split
+over 'data' (data parallel within the replica), and nothing is reduced across replicas.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+SEEDS_AXIS = "seeds"
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -43,9 +48,38 @@ def make_mesh() -> Mesh:
   return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
+def make_study_mesh(num_seeds: int) -> Mesh:
+  """A 2-D ('seeds', 'data') mesh for `num_seeds` replicas over all devices.
+
+  With at least as many replicas as devices, each device holds num_seeds / devices replicas
+  (a (devices, 1) mesh); with fewer, each replica is data parallel over devices / num_seeds
+  devices. ValueError naming --seeds when neither divides.
+  """
+  devices = jax.device_count()
+  if num_seeds >= devices and num_seeds % devices == 0:
+    shape = (devices, 1)
+  elif num_seeds < devices and devices % num_seeds == 0:
+    shape = (num_seeds, devices // num_seeds)
+  else:
+    raise ValueError(
+        f"--seeds {num_seeds} cannot be spread over {devices} devices: give a multiple of {devices}"
+        f" (replicas per device) or a divisor of it (devices per replica).")
+  return jax.make_mesh(shape, (SEEDS_AXIS, DATA_AXIS), axis_types=(AxisType.Auto,) * 2)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Arrays split on their first axis over the 'data' axis."""
+  """Arrays split on their first axis over the 'data' axis (replicated over 'seeds', if any)."""
   return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replica_sharding(mesh: Mesh) -> NamedSharding:
+  """A study's stacked arrays: the leading replica axis split over 'seeds'."""
+  return NamedSharding(mesh, P(SEEDS_AXIS))
+
+
+def replica_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """A study's batches of shape (replicas, batch, ...): replicas over 'seeds', rows over 'data'."""
+  return NamedSharding(mesh, P(SEEDS_AXIS, DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -54,12 +88,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def resolve_batch_size(config, mesh: Mesh) -> int:
-  """The global batch: config.per_device_batch_size * devices if that is set (> 0), else
-  config.batch_size; sets config.batch_size to it. Raises ValueError, naming the field, if it
-  cannot be split evenly over the devices and processes. Returns the per-device batch."""
+  """The global batch (of one replica, in a study): config.per_device_batch_size * devices if that
+  is set (> 0), else config.batch_size; sets config.batch_size to it. Raises ValueError, naming the
+  fields, if both are set and disagree, or if the batch cannot be split evenly over the 'data'
+  devices and the processes. Returns the per-device batch."""
+  devices, processes = mesh.shape[DATA_AXIS], jax.process_count()
   if config.per_device_batch_size > 0:
-    config.batch_size = config.per_device_batch_size * mesh.devices.size
-  devices, processes = mesh.devices.size, jax.process_count()
+    implied = config.per_device_batch_size * devices
+    if config.batch_size not in (1, implied):  # 1 is the default: per_device_batch_size decides
+      raise ValueError(
+          f"config.batch_size={config.batch_size} and config.per_device_batch_size={config.per_device_batch_size}"
+          f" ({config.per_device_batch_size} x {devices} devices = a global batch of {implied}) disagree: give"
+          f" one of them (--config.batch_size={implied} agrees; --config.per_device_batch_size=0 turns it off).")
+    config.batch_size = implied
   if config.batch_size % devices:
     raise ValueError(
         f"config.batch_size={config.batch_size} is the global batch and must be a multiple of the"
@@ -72,9 +113,14 @@ def resolve_batch_size(config, mesh: Mesh) -> int:
 
 def replicate(tree, mesh: Mesh):
   """Places a pytree that every process holds whole (the same values everywhere) on all devices
-  of the mesh, replicated. Multi-process meshes span devices other processes own, which
-  `jax.device_put` cannot address, so each process provides its own devices' copies."""
-  sharding = replicated(mesh)
+  of the mesh, replicated."""
+  return place(tree, replicated(mesh))
+
+
+def place(tree, sharding: NamedSharding):
+  """Places a pytree that every process holds whole (the same values everywhere) with `sharding`.
+  Multi-process meshes span devices other processes own, which `jax.device_put` cannot address,
+  so each process provides its own devices' shards."""
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
 

@@ -65,11 +65,15 @@ def input_channels(config, name: str) -> int:
   return config.output_nc if name in ("G_B", "D_A") else config.input_nc
 
 
-def init_state(config, nets: Networks, key: Array, image_hw: tuple[int, int]) -> TrainState:
-  """A fresh state: each net initialised from its own key folded out of `key`."""
+def init_state(config, nets: Networks, key: Array, image_hw: tuple[int, int], run_key: Array | None = None
+               ) -> TrainState:
+  """A fresh state: each net initialised from its own key folded out of the first half of
+  split(key); the state's run key is the second half, or `run_key` (`seeds.state_keys`)."""
   h, w = image_hw
   models.check_image_size(config, h, w)
   k_init, k_run = jax.random.split(key)
+  if run_key is not None:
+    k_run = run_key
   params, batch_stats = {}, {}
   for i, (name, module) in enumerate(nets.modules.items()):
     x = jnp.zeros((1, h, w, input_channels(config, name)), jnp.float32)

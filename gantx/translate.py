@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gantx import checkpointing, convert, evaluate, models, pth, writers
 from gantx.data import preprocess, sources
+from gantx.data.images import BadImageError
 from gantx import config as config_lib
 
 
@@ -56,9 +57,11 @@ def generator_name(config, direction: str) -> str:
   return "G_A" if direction == "AtoB" else "G_B"
 
 
-def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int | None = None) -> Generator:
-  """The generator of a run at checkpoint `step` (default the latest), read from its checkpoint."""
-  config, _, state = checkpointing.load_run(workdir, step)
+def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int | None = None,
+                 replica: int | None = None) -> Generator:
+  """The generator of a run (or of replica `replica` of a seed study) at checkpoint `step`
+  (default the latest), read from its checkpoint."""
+  config, _, state = checkpointing.load_run(workdir, step, replica)
   name = generator_name(config, direction)
   a_nc, b_nc = config.input_nc, config.output_nc
   in_nc, out_nc = (b_nc, a_nc) if name == "G_B" else (a_nc, b_nc)
@@ -98,7 +101,8 @@ def _out_name(path: str, root: pathlib.Path, used: set[str]) -> str:
 
 
 def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.Path, *, batch_size: int = 8,
-              eval_mode: bool | None = None, seed: int | None = None, progress: bool = True) -> list[dict[str, str]]:
+              eval_mode: bool | None = None, seed: int | None = None, progress: bool = True,
+              skip_bad_images: bool = False) -> tuple[list[dict[str, str]], dict[str, str]]:
   """Translates an image file, or every image under a folder, into `output` (see the module doc).
 
   Args:
@@ -108,8 +112,14 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
     batch_size: images per forward pass (memory; results do not depend on it, up to float rounding in eval mode).
     eval_mode: None: the run's config.eval; else True/False as documented above.
     seed: the dropout key's seed (default the run's config.seed).
+    skip_bad_images: leave out files that cannot be read (truncated, not an image, smaller than the
+      crop) instead of stopping at the first; they are returned. Each image's dropout key depends on
+      its position among all the inputs, so skipping one changes no other output.
   Returns:
-    One dict per image: name, input (the source path), real and fake (paths under output).
+    (rows, skipped): one dict per translated image (name, input: the source path, real and fake:
+    paths under output), and {path: why} of the files left out.
+  Raises:
+    BadImageError naming the file, for the first bad file unless skip_bad_images.
   """
   config = gen.config
   inputs, output = pathlib.Path(inputs), pathlib.Path(output)
@@ -124,25 +134,34 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
   used: set[str] = set()
   names = [_out_name(p, inputs, used) for p in paths]
   multiple = models.size_multiple(config.netG)
-  rows: list[dict[str, str]] = [{} for _ in paths]  # in input order, whatever the size groups
+  rows: list[dict[str, str] | None] = [None] * len(paths)  # in input order, whatever the size groups
+  skipped: dict[str, str] = {}
   for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
-    chunk = paths[start:start + batch_size]
-    images = [preprocess.load_image(p, config, gen.input_nc) for p in chunk]
-    for p, im in zip(chunk, images):
-      if im.shape[0] % multiple or im.shape[1] % multiple:
-        raise ValueError(f"{p} becomes {im.shape[0]}x{im.shape[1]}, which netG={config.netG!r} cannot take"
-                         f" (multiples of {multiple}): use --config.crop_size={multiple} or a multiple of it.")
-    for shape in dict.fromkeys(im.shape for im in images):  # one forward per distinct size
-      idx = [i for i, im in enumerate(images) if im.shape == shape]
+    images = {}  # position in the chunk -> image
+    for i, p in enumerate(paths[start:start + batch_size]):
+      try:
+        images[i] = preprocess.load_image(p, config, gen.input_nc)
+      except BadImageError as e:
+        if not skip_bad_images:
+          raise BadImageError(f"{e} (--skip_bad_images leaves such files out)") from e
+        skipped[p] = str(e)
+        continue
+      if images[i].shape[0] % multiple or images[i].shape[1] % multiple:
+        raise ValueError(f"{p} becomes {images[i].shape[0]}x{images[i].shape[1]}, which netG={config.netG!r} cannot"
+                         f" take (multiples of {multiple}): use --config.crop_size={multiple} or a multiple of it.")
+    for shape in dict.fromkeys(im.shape for im in images.values()):  # one forward per distinct size
+      idx = [i for i, im in images.items() if im.shape == shape]
       batch = jnp.asarray(np.stack([images[i] for i in idx]))
       keys = jnp.stack([jax.random.fold_in(key, start + i) for i in idx])  # per image: batching-invariant
       out = np.asarray(run(params, stats, batch, keys))
       for j, i in enumerate(idx):
         name = names[start + i]
-        row = {"name": name, "input": chunk[i], "real": f"images/{name}_real.png", "fake": f"images/{name}_fake.png"}
+        row = {"name": name, "input": paths[start + i], "real": f"images/{name}_real.png",
+               "fake": f"images/{name}_fake.png"}
         writers.save_image(images[i], output / row["real"])
         writers.save_image(out[j], output / row["fake"])
         rows[start + i] = row
-  writers.html_table(output / "index.html", f"{gen.name}: {len(rows)} images",
-                     ["real", "fake"], [(r["name"], [r["real"], r["fake"]]) for r in rows])
-  return rows
+  done = [r for r in rows if r is not None]
+  writers.html_table(output / "index.html", f"{gen.name}: {len(done)} images",
+                     ["real", "fake"], [(r["name"], [r["real"], r["fake"]]) for r in done])
+  return done, skipped

@@ -36,13 +36,14 @@ def save_image(image: np.ndarray, path: str | pathlib.Path) -> None:
 
 
 def html_table(path: str | pathlib.Path, title: str, columns: list[str],
-               rows: list[tuple[str, list[str]]], refresh_s: int = 0) -> None:
+               rows: list[tuple[str, list[str]]], refresh_s: int = 0, head_html: str = "") -> None:
   """Writes an HTML page like the official results/web pages: one row per entry (its name, then
-  one image per column); image paths are relative to the page. `refresh_s` > 0 reloads it."""
+  one image per column); image paths are relative to the page. `refresh_s` > 0 reloads it;
+  `head_html` (trusted HTML) goes between the title and the table."""
   esc = html.escape
   head = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
   lines = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}<title>{esc(title)}</title></head><body>",
-           f"<h2>{esc(title)}</h2><table border='1' style='border-collapse:collapse'>",
+           f"<h2>{esc(title)}</h2>{head_html}<table border='1' style='border-collapse:collapse'>",
            "<tr><th>name</th>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"]
   for name, files in rows:
     cells = "".join(f"<td><a href='{esc(i)}'><img src='{esc(i)}' style='max-width:256px'></a></td>" for i in files)
@@ -93,7 +94,8 @@ class Writer:
                names, rows, refresh_s=60)
 
   def loss_curves(self) -> pathlib.Path | None:
-    """Plots every scalar of metrics.jsonl against the step into `losses.png`."""
+    """Plots every scalar of metrics.jsonl against the step into `losses.png` (the training loop
+    rewrites it at every evaluation, as the official visualizer plots live)."""
     if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
       return None
     # A bare Figure (no pyplot): no GUI backend, and a notebook's inline backend is left alone.
@@ -113,6 +115,7 @@ class Writer:
     for ax, name in zip(axes.flat, names):
       steps, values = zip(*sorted(series[name]))
       ax.plot(steps, values)
+      ax.ticklabel_format(axis="y", useOffset=False)  # a flat lr is 0.0002, not 1e-11 + 1.999999e-4
       ax.set_title(name, fontsize=9)
       ax.set_xlabel("step", fontsize=8)
     for ax in axes.flat[len(names):]:

@@ -1,6 +1,8 @@
 """Shared test set-up: tiny configs, and absl flags parsed (grain's multiprocess workers read them)."""
 
 import os
+import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -15,7 +17,8 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
@@ -68,3 +71,22 @@ def torch_python():
   if path is None:
     pytest.skip(f"PyTorch reference test: no Python with torch (set GANTX_TORCH_PYTHON or run `{TORCH_SETUP}`).")
   return path
+
+
+# The PyTorch reference outputs, as stored in the repository (tests/make_references.py wrote them).
+STORED_REFERENCES = pathlib.Path(HERE) / "references"
+
+
+@pytest.fixture(scope="session")
+def live_references(torch_python, tmp_path_factory):
+  """The PyTorch reference outputs computed now, by tests/make_references.py under torch_python."""
+  out = tmp_path_factory.mktemp("references")
+  subprocess.run([torch_python, os.path.join(HERE, "make_references.py"), str(out)], check=True,
+                 capture_output=True, timeout=600)
+  return out
+
+
+@pytest.fixture(scope="session", params=["stored", pytest.param("live", marks=pytest.mark.torch)])
+def references(request):
+  """Folder of PyTorch reference outputs: the stored copy, and (the torch tier) a fresh run of PyTorch."""
+  return STORED_REFERENCES if request.param == "stored" else request.getfixturevalue("live_references")

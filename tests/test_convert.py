@@ -1,51 +1,36 @@
-"""Official PyTorch checkpoints <-> gantx: outputs equal to PyTorch's, exact round trips, clear errors.
+"""Official PyTorch checkpoints <-> gantx: outputs and batch-norm buffers equal to PyTorch's, exact
+round trips, clear errors.
 
-The PyTorch side runs in a side interpreter (`torch_python` fixture) with the official networks of
-benchmarks/torch_reference.py (official state-dict keys); gantx reads the files without torch.
+The PyTorch side (official networks of benchmarks/torch_reference.py, official state-dict keys) ran
+in tests/torch_networks.py: its files are stored in tests/references/networks/ (`references`
+fixture, "stored"), and rerun under a Python with torch when one is there ("live", marked torch).
+gantx reads the files without torch.
 """
 
 import json
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import HERE
+from reference_data import NETWORK_CASES, network_input
 
 from gantx import convert, pth
 
-HERE = __file__.rsplit("/", 1)[0]
-# Every official architecture, norm and dropout setting; file layouts legacy (torch < 1.6, as the
-# official pretrained models) and zip, one under a DataParallel 'module.' prefix. Tiny widths.
-CASES = [
-    dict(name="unet128_batch_dropout", kind="G", net="unet_128", norm="batch", dropout=True, input_nc=3, output_nc=3, ngf=4, size=128),
-    dict(name="unet256_batch", kind="G", net="unet_256", norm="batch", dropout=False, input_nc=3, output_nc=3, ngf=2, size=256, legacy=True),
-    dict(name="unet128_instance", kind="G", net="unet_128", norm="instance", dropout=False, input_nc=1, output_nc=3, ngf=4, size=128),
-    dict(name="resnet9_instance", kind="G", net="resnet_9blocks", norm="instance", dropout=False, input_nc=3, output_nc=3, ngf=4, size=32, prefix="module."),
-    dict(name="resnet6_batch_dropout", kind="G", net="resnet_6blocks", norm="batch", dropout=True, input_nc=3, output_nc=1, ngf=4, size=32, legacy=True),
-    dict(name="resnet6_none", kind="G", net="resnet_6blocks", norm="none", dropout=False, input_nc=3, output_nc=3, ngf=4, size=32),
-    dict(name="basic_batch", kind="D", net="basic", norm="batch", dropout=False, input_nc=6, ngf=4, size=64),
-    dict(name="basic_instance", kind="D", net="basic", norm="instance", dropout=False, input_nc=3, ngf=4, size=64, legacy=True),
-    dict(name="nlayers4_none", kind="D", net="n_layers", n_layers_D=4, norm="none", dropout=False, input_nc=3, ngf=4, size=64),
-    dict(name="pixel_batch", kind="D", net="pixel", norm="batch", dropout=False, input_nc=6, ngf=4, size=16, init_gain=1.0),
-]
+CASES = NETWORK_CASES
 TOL = 1e-5  # max abs, float32
 
 
 @pytest.fixture(scope="module")
-def made(torch_python, tmp_path_factory):
-  """Runs the PyTorch networks once for all cases: {name: (pth path, outputs npz)}."""
-  folder = tmp_path_factory.mktemp("torch")
-  (folder / "cases.json").write_text(json.dumps(CASES))
-  subprocess.run([torch_python, f"{HERE}/torch_networks.py", "make", str(folder / "cases.json"), str(folder)], check=True)
-  return folder
+def made(references):
+  return references / "networks"
 
 
 def _apply(module, variables, x, train):
   if train:
-    out, _ = module.apply(variables, x, train=True, mutable=["batch_stats"])
-    return np.asarray(out)
-  return np.asarray(module.apply(variables, x, train=False))
+    return module.apply(variables, x, train=True, mutable=["batch_stats"])
+  return np.asarray(module.apply(variables, x, train=False)), None
 
 
 def _expected_fields(case):
@@ -61,42 +46,83 @@ def _expected_fields(case):
   return fields
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_outputs_equal_pytorch(made, case):
-  state_dict = pth.load(made / f"{case['name']}.pth")
+def _module_and_variables(case, state_dict):
   detected = convert.detect(state_dict)
-  assert detected == _expected_fields(case)
   base = None
   if case["net"].startswith("unet"):  # dropout is invisible in U-Net keys: the config says it
     from gantx.config import base_config
     base = base_config("pix2pix")
     base.no_dropout = not case["dropout"]
   module, channels = convert.network(detected, base)
-  variables = convert.from_torch(state_dict, module, channels)
-  ref = np.load(made / f"{case['name']}.npz")
+  return detected, module, convert.from_torch(state_dict, module, channels)
+
+
+def test_the_stored_references_are_of_these_cases():
+  """tests/references/ was written for reference_data's cases: after changing them, rerun
+  `.venv-torch/bin/python tests/make_references.py tests/references` (README)."""
+  from conftest import STORED_REFERENCES
+  from reference_data import STEP_CASES
+  for sub, cases in (("networks", CASES), ("steps", STEP_CASES)):
+    assert json.loads((STORED_REFERENCES / sub / "cases.json").read_text()) == cases, sub
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_outputs_and_buffers_equal_pytorch(made, case):
+  """eval and train-mode outputs; after the train-mode call, every batch-norm buffer as PyTorch
+  updates it: running_mean, running_var (with the unbiased batch variance: at batch 1 the 2x2
+  U-Net layers average 4 values, a factor 4/3 from the biased one) and num_batches_tracked."""
+  state_dict = pth.load(made / f"{case['name']}.pth")
+  detected, module, variables = _module_and_variables(case, state_dict)
+  assert detected == _expected_fields(case)
+  ref, x = np.load(made / f"{case['name']}.npz"), network_input(case)
   for mode in ("eval", "train"):
     if mode in ref:
-      out = _apply(module, variables, ref["x"], mode == "train")
+      out, updated = _apply(module, variables, x, mode == "train")
       assert out.shape == ref[mode].shape
       assert np.std(ref[mode]) > 1e-2, "the reference output is too small to compare"
       np.testing.assert_allclose(out, ref[mode], atol=TOL, rtol=0, err_msg=f"{case['name']} {mode}")
+  buffers = {k[len("buffers/"):]: ref[k] for k in ref.files if k.startswith("buffers/")}
+  if "train" not in ref or not buffers:
+    return
+  ours = {k: v for k, v in convert.to_torch({**variables, **updated}, module).items()
+          if k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")}
+  assert ours.keys() == buffers.keys()
+  for key, want in buffers.items():
+    if key.endswith("num_batches_tracked"):
+      assert int(ours[key]) == int(want) == 4, key  # 3 in the file, one train-mode call
+    else:
+      np.testing.assert_allclose(ours[key], want, rtol=2e-6, atol=1e-7, err_msg=f"{case['name']} {key}")
 
 
-def test_export_loads_in_pytorch_and_round_trips(made, torch_python, tmp_path):
-  """gantx -> .pth loads strictly in the official networks with the same outputs; .pth -> gantx is exact."""
+def test_export_round_trips_exactly(made):
+  """.pth -> gantx -> .pth gives the same tensors (num_batches_tracked included) and .pth -> gantx again
+  the same variables."""
   for case in CASES:
     state_dict = pth.load(made / f"{case['name']}.pth")
     module, channels = convert.network(convert.detect(state_dict))
     variables = convert.from_torch(state_dict, module, channels)
-    exported = made / f"{case['name']}.exported.pth"
-    convert.save_pth(variables, module, exported)
-    again = convert.load_pth(exported, module, channels)
+    again = convert.from_torch(convert.to_torch(variables, module), module, channels)
     assert jax.tree.all(jax.tree.map(np.array_equal, again, variables)), case["name"]
-  subprocess.run([torch_python, f"{HERE}/torch_networks.py", "check", str(made / "cases.json"), str(made)], check=True)
+    exported = convert.to_torch(variables, module)
+    original = convert.clean(state_dict)
+    assert exported.keys() == original.keys(), case["name"]
+    for key, value in original.items():
+      np.testing.assert_array_equal(exported[key], value, err_msg=key)
+
+
+@pytest.mark.torch
+def test_export_loads_in_pytorch_with_the_same_outputs(torch_python, live_references, tmp_path):
+  """gantx -> .pth loads strictly in the official networks (PyTorch itself) with the same outputs."""
+  folder = live_references / "networks"
   for case in CASES:
-    exported = np.load(made / f"{case['name']}.exported.npz")
+    state_dict = pth.load(folder / f"{case['name']}.pth")
+    module, channels = convert.network(convert.detect(state_dict))
+    convert.save_pth(convert.from_torch(state_dict, module, channels), module, folder / f"{case['name']}.exported.pth")
+  subprocess.run([torch_python, f"{HERE}/torch_networks.py", "check", str(folder / "cases.json"), str(folder)], check=True)
+  for case in CASES:
+    exported = np.load(folder / f"{case['name']}.exported.npz")
     assert exported["same_weights"], case["name"]
-    np.testing.assert_allclose(exported["eval"], np.load(made / f"{case['name']}.npz")["eval"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(exported["eval"], np.load(folder / f"{case['name']}.npz")["eval"], atol=TOL, rtol=0)
 
 
 def test_mismatched_files_name_the_key(made):
@@ -111,7 +137,7 @@ def test_mismatched_files_name_the_key(made):
   extra = dict(state_dict, **{"module.model.30.weight": np.zeros(3, np.float32)})
   with pytest.raises(convert.ConversionError, match=r"Unexpected key 'model\.30\.weight'"):
     convert.from_torch(extra, module, channels)
-  d_module, d_channels = convert.network(convert.detect(pth.load(made / "basic_batch.pth")))
+  d_module, d_channels = convert.network(convert.detect(pth.load(made / "basic_batch_b2.pth")))
   with pytest.raises(convert.ConversionError, match=r"Missing key 'model\.0\.(weight|bias)'.*netG=resnet_9blocks"):
     convert.from_torch(state_dict, d_module, d_channels)  # a generator file for a discriminator
   with pytest.raises(convert.ConversionError, match="first key: 'fc.weight'"):

@@ -83,8 +83,16 @@ def test_official_urls_and_kinds():
   assert dl.archive_url("horse2zebra", dl.default_kind("horse2zebra")).endswith("/cyclegan/datasets/horse2zebra.zip")
   with pytest.raises(ValueError, match="prepare_cityscapes_dataset.py"):
     dl.download("cityscapes", "unused")
-  with pytest.raises(ValueError, match="Unknown"):
+  with pytest.raises(ValueError, match="'horse2zebra' is a cyclegan data set, not a pix2pix one: use --kind cyclegan"):
     dl.archive_url("horse2zebra", "pix2pix")
+  with pytest.raises(ValueError, match=r"Unknown data set 'mapz'\. Did you mean 'maps'\? pix2pix: facades, maps.*cyclegan: "):
+    dl.download("mapz", "unused")
+
+
+def test_a_failed_download_names_the_url_and_the_file_url_way(tmp_path):
+  url = (tmp_path / "nowhere" / "maps.tar.gz").as_uri()
+  with pytest.raises(OSError, match=r"Could not download .*nowhere/maps.tar.gz.*--url file:///path/to/maps.tar.gz"):
+    dl.download("maps", tmp_path / "datasets", url=url)
 
 
 @pytest.mark.parametrize("member", ["../evil.jpg", "/tmp/evil.jpg", "facades/train/../../evil.jpg"])

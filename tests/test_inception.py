@@ -1,6 +1,5 @@
 """The FID Inception against a PyTorch build of pytorch-fid's network, and its weight import."""
 
-import importlib.util
 import os
 import subprocess
 
@@ -8,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+import reference_data
 from gantx import inception, metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,39 +66,43 @@ def test_small_input_raises():
     inception.FIDInceptionV3().apply(inception.random_inception_variables(0), np.zeros((1, 74, 80, 3), np.float32))
 
 
-def run_reference(torch_python, out):
-  """Runs tests/torch_inception.py into folder `out`; returns its arrays as a dict."""
-  cmd = [torch_python, os.path.join(HERE, "torch_inception.py"), str(out / "ref.npz")]
-  if importlib.util.find_spec("gantx.pth") is not None:
-    cmd += ["--pth", str(out)]
-  subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-  return dict(np.load(out / "ref.npz"))
+def _reference_variables():
+  """The weights tests/torch_inception.py gave PyTorch's network, drawn again (reference_data)."""
+  shapes = dict(inception.expected_state_dict_shapes(), **{"fc.weight": (1008, 2048), "fc.bias": (1008,)})
+  return inception.params_from_state_dict(reference_data.inception_state_dict(shapes))
 
 
-def test_matches_pytorch(torch_python, tmp_path, subtests):
-  """One torch run (one test, so that xdist workers do not each repeat it), four checks."""
-  ref = run_reference(torch_python, tmp_path)
-  state_dict = {k[3:]: v for k, v in ref.items() if k.startswith("sd/")}
-  variables = inception.params_from_state_dict(state_dict)
+def test_matches_pytorch(references, subtests):
+  """pytorch-fid's network in PyTorch (tests/torch_inception.py, stored or run now) and gantx's, on
+  the same random weights and images: three checks."""
+  ref = dict(np.load(references / "inception.npz"))
+  images = reference_data.inception_images()
+  variables = _reference_variables()
 
   with subtests.test("pool3, 139x107: Mixed_7 maps are 3x2, weights and BN stats random"):
-    out = np.asarray(jax.jit(inception.FIDInceptionV3().apply)(variables, ref["x"]))
+    out = np.asarray(jax.jit(inception.FIDInceptionV3().apply)(variables, images["x"]))
     assert np.abs(ref["pool3"]).max() > 1.0  # not vanishing: the comparison has teeth
     np.testing.assert_allclose(out, ref["pool3"], rtol=0, atol=TOL)
 
   with subtests.test("inception_features: pytorch-fid's resize to 299 and 2x - 1, batches of 1"):
-    feats = metrics.inception_features(variables, 2 * ref["small"] - 1, batch_size=1)
+    feats = metrics.inception_features(variables, 2 * images["small"] - 1, batch_size=1)
     assert feats.shape == (2, 2048) and feats.dtype == np.float64
     np.testing.assert_allclose(feats, ref["small_299"], rtol=0, atol=TOL)
 
   with subtests.test("jax.image.resize(antialias=False) is F.interpolate(bilinear, align_corners=False)"):
-    for key in [k for k in ref if k.startswith("resize_") and k != "resize_in"]:
+    for key in [k for k in ref if k.startswith("resize_")]:
       h, w = map(int, key[len("resize_"):].split("x"))
-      out = jax.image.resize(ref["resize_in"], (1, h, w, 3), "bilinear", antialias=False)
+      out = jax.image.resize(images["resize_in"], (1, h, w, 3), "bilinear", antialias=False)
       np.testing.assert_allclose(np.asarray(out), ref[key], rtol=0, atol=1e-6, err_msg=key)
 
-  with subtests.test("load_pt_inception reads both torch.save formats (pytorch-fid's file predates zip)"):
-    pytest.importorskip("gantx.pth")
-    for name in ("zip.pth", "legacy.pth"):
-      loaded = inception.load_pt_inception(tmp_path / name)
-      jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)
+
+@pytest.mark.torch
+def test_load_pt_inception_reads_both_torch_save_formats(torch_python, tmp_path):
+  """pytorch-fid's weight file predates torch's zip format: both formats, written by torch.save, read
+  back as the weights the state dict holds."""
+  subprocess.run([torch_python, os.path.join(HERE, "torch_inception.py"), str(tmp_path / "ref.npz"), "--pth",
+                  str(tmp_path)], check=True, capture_output=True, timeout=300)
+  variables = _reference_variables()
+  for name in ("zip.pth", "legacy.pth"):
+    loaded = inception.load_pt_inception(tmp_path / name)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)

@@ -95,12 +95,16 @@ def test_global_batch_that_does_not_divide_the_devices_is_refused(tmp_path):
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_per_device_batch_size_sets_the_global_batch():
+def test_per_device_batch_size_sets_the_global_batch_and_a_conflict_is_refused():
   from gantx import parallel
   from conftest import tiny_config
-  config = tiny_config("pix2pix", per_device_batch_size=3)
+  config = tiny_config("pix2pix", batch_size=1, per_device_batch_size=3)  # batch_size at its default
   assert parallel.resolve_batch_size(config, parallel.make_mesh()) == 3
   assert config.batch_size == 3  # one device in this process
+  assert parallel.resolve_batch_size(config, parallel.make_mesh()) == 3  # agreeing values pass (a resumed run's)
+  config = tiny_config("pix2pix", batch_size=2, per_device_batch_size=3)
+  with pytest.raises(ValueError, match=r"config.batch_size=2 and config.per_device_batch_size=3 .* disagree"):
+    parallel.resolve_batch_size(config, parallel.make_mesh())
 
 
 def _free_port() -> int:

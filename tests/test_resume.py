@@ -1,7 +1,8 @@
 """Preemption, damaged checkpoints and seeds: a restart must be invisible in the results."""
 
+import json
 import os
-import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import numpy as np
 from conftest import REPO, tiny_config
 
-from gantx import train as train_lib
+from gantx import checkpointing, train as train_lib
 
 
 def _arrays(state):
@@ -20,22 +21,53 @@ def _arrays(state):
           for x in jax.tree.leaves(state)]
 
 
-def test_sigterm_finishes_the_step_checkpoints_and_exits_cleanly(tmp_path):
-  workdir = tmp_path / "run"
+def _start_training(workdir, *overrides):
   cmd = [sys.executable, "train.py", "--config", "configs/quickstart.py", "--workdir", str(workdir),
-         "--config.num_train_steps=100000", "--config.log_every_steps=2", "--config.eval_every_steps=0",
-         "--config.checkpoint_every_steps=100000", "--config.ngf=8", "--config.ndf=8"]
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
-    time.sleep(0.5)
+         "--config.num_train_steps=100000", "--config.log_every_steps=1", "--config.eval_every_steps=0",
+         "--config.ngf=8", "--config.ndf=8", *overrides]
+  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_steps(workdir, n):
+  metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
+  while not (metrics.exists() and metrics.read_text().count("\n") >= n) and time.time() < deadline:
+    time.sleep(0.05)
+
+
+def test_sigterm_is_followed_by_at_most_two_steps_and_a_checkpoint(tmp_path):
+  """The signal arrives after some step F had finished; the loop finishes the <= 2 steps in flight,
+  checkpoints the last of them (step C, C - F <= 2), says how long after the signal, and exits 0."""
+  workdir = tmp_path / "run"
+  proc = _start_training(workdir, "--config.checkpoint_every_steps=100000")
+  _wait_for_steps(workdir, 5)  # step 0's evaluation, then steps 1-4
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-2000:]
-  steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
-  assert len(steps) == 1 and steps[0] >= 4
-  assert f"Stopped by SIGTERM after step {steps[0]}" in out and "Run the same command again to resume" in out
+  finished = int(re.search(r"SIGTERM after step (\d+) finished", err)[1])
+  stopped = re.search(r"Stopped by SIGTERM after step (\d+); checkpoint (\S+) written ([\d.]+) s after SIGTERM", out)
+  assert stopped and "Run the same command again to resume" in out, out[-2000:]
+  step = int(stopped[1])
+  assert finished >= 4 and 0 <= step - finished <= 2, (finished, step)
+  assert [p.name for p in (workdir / "checkpoints").iterdir()] == [str(step)]
+  restored = checkpointing.Checkpointer(workdir / "checkpoints", 1).restore_arrays(step)
+  assert int(restored["step"]) == step
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in lines][-1] == step  # every finished step logged, the in-flight ones too
+
+
+def test_a_second_signal_exits_at_once_and_keeps_the_last_complete_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _start_training(workdir, "--config.checkpoint_every_steps=2")
+  _wait_for_steps(workdir, 7)
+  proc.send_signal(signal.SIGTERM)
+  time.sleep(0.01)
+  proc.send_signal(signal.SIGTERM)
+  proc.communicate(timeout=300)
+  assert proc.returncode == -signal.SIGTERM  # the default action: no clean-up, no final checkpoint
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", 3)
+  latest = ckpt.latest_step()  # a write cut short leaves a temporary directory, not a step
+  assert latest is not None and latest % 2 == 0
+  assert int(ckpt.restore_arrays(latest)["step"]) == latest
 
 
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
@@ -78,7 +110,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
   config = tiny_config("pix2pix", num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0)
   train_lib.train_and_evaluate(config, tmp_path)
   config.lr, config.num_train_steps = 1e30, 5
-  with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step 2 .* last good checkpoint"):
+  with pytest.raises(FloatingPointError, match=r"Non-finite loss .* at step 2; the last good checkpoint"):
     train_lib.train_and_evaluate(config, tmp_path)
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
 

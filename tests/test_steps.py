@@ -8,9 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_data
 from conftest import tiny_config
+from reference_data import STEP_CASES
 
-from gantx import state as state_lib, steps
+from gantx import convert, state as state_lib, steps
+from gantx.config import base_config
 
 
 def _batch(config, seed=1, n=2):
@@ -189,3 +192,41 @@ def test_xla_convolutions_map_to_cudnn_calls(model, compute_dtype):
   convs = _input_dilated_convs(step.lower(state, batch).as_text())
   assert len(convs) >= 8  # the transposed convs' forwards and the strided convs' input gradients
   assert [line for line, reversed_kernel in convs if not reversed_kernel] == []
+
+
+@pytest.mark.parametrize("case", STEP_CASES, ids=[c["name"] for c in STEP_CASES])
+def test_two_pix2pix_steps_equal_pytorch(references, case):
+  """Two steps from the same weights on the same batches as the official optimize_parameters
+  (tests/torch_steps.py): the same losses, parameters, and batch-norm buffers as PyTorch updates
+  them (running statistics with the unbiased variance; num_batches_tracked counting G once and D
+  three times a step, as the official code calls them)."""
+  folder = references / "steps"
+  config = base_config("pix2pix")
+  config.update(dict(netG=case["netG"], netD=case["netD"], ngf=case["ngf"], ndf=case["ndf"], norm=case["norm"],
+                     no_dropout=True, batch_size=case["batch"], crop_size=case["size"], load_size=case["size"]))
+  nets = state_lib.build_networks(config, 1000)  # the learning rate stays 2e-4
+  state = state_lib.init_state(config, nets, jax.random.key(0), (case["size"],) * 2)
+  params, stats = dict(state.params), dict(state.batch_stats)
+  for name in ("G", "D"):
+    variables = convert.load_pth(str(folder / f"{case['name']}_{name}.pth"), nets.modules[name],
+                                 state_lib.input_channels(config, name))
+    params[name], stats[name] = variables["params"], variables["batch_stats"]
+  state = state.replace(params=params, batch_stats=stats,
+                        opt_state={"G": nets.tx.init({"G": params["G"]}), "D": nets.tx.init({"D": params["D"]})})
+  ref = np.load(folder / f"{case['name']}.npz")
+  step = jax.jit(steps.train_step_fn(config, nets))
+  for i, (a, b) in enumerate(reference_data.pix2pix_batches(case), start=1):
+    state, metrics = step(state, {"A": a, "B": b})
+    for name in ("G_GAN", "G_L1", "D_real", "D_fake"):
+      np.testing.assert_allclose(metrics[name], ref[f"loss/{i}/{name}"], rtol=1e-5, err_msg=f"step {i} {name}")
+  for name in ("G", "D"):
+    ours = convert.to_torch({"params": state.params[name], "batch_stats": state.batch_stats[name]}, nets.modules[name])
+    assert ours.keys() == {k[2:] for k in ref.files if k.startswith(f"{name}/")}
+    for key, value in ours.items():
+      want = ref[f"{name}/{key}"]
+      if key.endswith("num_batches_tracked"):
+        assert int(value) == int(want) == 2 * (1 if name == "G" else 3), key
+      elif key.endswith(("running_mean", "running_var")):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=f"{name} {key}")
+      else:  # two Adam steps of 2e-4: rounding in a tiny gradient can move an entry by up to ~lr
+        np.testing.assert_allclose(value, want, rtol=0, atol=1e-5, err_msg=f"{name} {key}")

@@ -99,11 +99,38 @@ def _train_cli(tmp_path, *overrides):
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def test_cli_unknown_config_key_is_named(tmp_path):
-  result = _train_cli(tmp_path, "--config.lamda_L1=10")
+@pytest.mark.parametrize("override,expected", [
+    ("--config.lamda_L1=10", "--config.lamda_L1=10: the config has no field 'lamda_L1'; did you mean 'lambda_L1'?"),
+    ("--config.data.nme=x", "--config.data.nme=x: config.data has no field 'nme'; did you mean 'data.name'?"),
+    ("--config.num_train_steps=0", "config.num_train_steps=0: give a number of steps > 0, or -1 to train all the epochs"),
+])
+def test_cli_config_mistakes_are_one_line(tmp_path, override, expected):
+  result = _train_cli(tmp_path, override)
   assert result.returncode != 0
-  assert "lamda_L1" in result.stderr
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()] and expected in result.stderr, result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_cli_missing_config_file_lists_the_configs(tmp_path):
+  cmd = [sys.executable, "train.py", "--config", "configs/nope.py", "--workdir", str(tmp_path / "run")]
+  result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+  assert "--config configs/nope.py: no such file" in result.stderr and "pix2pix_maps.py, pix2pix_night2day.py, quickstart.py" in result.stderr
+
+
+def test_config_command_lists_every_field_with_its_value_and_comment():
+  result = subprocess.run([sys.executable, "-m", "gantx", "config", "configs/pix2pix_maps.py", "--config.lr=0.001"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  row = lambda field: next(line for line in lines if line[2:].split(" ")[0] == field)
+  assert row("lambda_L1").startswith("  lambda_L1") and "100.0" in row("lambda_L1") and "weight of L1" in row("lambda_L1")
+  assert row("lr").startswith("* lr") and "0.001" in row("lr")  # overridden: marked
+  assert row("data.name").startswith("* data.name") and "'maps'" in row("data.name")  # set by the file
+  from gantx.config import base_config
+  base = base_config("pix2pix")
+  fields = [k for k, v in base.items() if not hasattr(v, "keys")] + [f"data.{k}" for k in base.data]
+  assert all(any(line[2:].split(" ")[0] == f for line in lines) for f in fields)
 
 
 def test_cli_missing_data_names_the_path_and_the_download_command(tmp_path):

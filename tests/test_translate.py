@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import REPO, tiny_config
 from gantx import convert, evaluate, export, inception, pth, train, translate
+from gantx.data import BadImageError
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,9 @@ def test_translate_folder_writes_every_image_and_the_page(runs, tmp_path):
   (tmp_path / "in" / "notes.txt").write_text("not an image")
   gen = translate.from_workdir(runs["cycle_gan"], "BtoA")
   assert gen.name == "G_B"
-  rows = translate.translate(gen, tmp_path / "in", tmp_path / "out", batch_size=2, progress=False)
+  rows, skipped = translate.translate(gen, tmp_path / "in", tmp_path / "out", batch_size=2, progress=False)
   assert [r["name"] for r in rows] == ["img0", "img2", "sub_img1"]  # sorted paths, folders flattened
+  assert skipped == {}
   page = (tmp_path / "out" / "index.html").read_text()
   for r in rows:
     for key in ("real", "fake"):
@@ -102,11 +104,12 @@ def test_evaluate_writes_metrics_and_page(runs, tmp_path):
   rng = np.random.default_rng(0)
   pth.save({k: rng.normal(0, 0.05, s).astype(np.float32) if len(s) > 1 else np.abs(rng.normal(1, 0.1, s)).astype(np.float32)
             for k, s in inception.expected_state_dict_shapes().items()}, weights)
-  metrics = evaluate.evaluate_run(runs["pix2pix"], tmp_path / "p2p", num_test=3, fid_weights=str(weights))
+  metrics, out = evaluate.evaluate_run(runs["pix2pix"], tmp_path / "p2p", num_test=3, fid_weights=str(weights))
+  assert out == tmp_path / "p2p"
   saved = json.loads((tmp_path / "p2p" / "metrics.json").read_text())
   assert saved == pytest.approx(metrics)
   assert saved["step"] == 2 and saved["num_test"] == 3 and saved["FID_G"] > 0 and np.isfinite(saved["KID_G"])
-  saved = evaluate.evaluate_run(runs["cycle_gan"], tmp_path / "eval", num_test=3)
+  saved, _ = evaluate.evaluate_run(runs["cycle_gan"], tmp_path / "eval", num_test=3)
   for g in ("G_A", "G_B"):
     assert 0 < saved[f"L1_{g}"] < 2 and saved[f"PSNR_{g}"] > 0 and -1 <= saved[f"SSIM_{g}"] <= 1
   page = (tmp_path / "eval" / "index.html").read_text()
@@ -116,6 +119,18 @@ def test_evaluate_writes_metrics_and_page(runs, tmp_path):
   assert all(f"images/{name}" in page for name in images)
   with pytest.raises(FileNotFoundError, match="nothing.pth.*does not download"):
     evaluate.evaluate_run(runs["cycle_gan"], tmp_path / "eval2", num_test=2, fid_weights=str(tmp_path / "nothing.pth"))
+
+
+def test_cli_evaluate_says_where_and_how_many_and_lists_the_steps(runs, tmp_path):
+  cli = [sys.executable, "-m", "gantx", "evaluate", f"--workdir={runs['pix2pix']}"]
+  done = subprocess.run(cli + ["--num_test=50"], cwd=REPO, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  assert "--num_test 50: the test set has 4 images; evaluated 4" in done.stdout
+  assert f"{runs['pix2pix'] / 'eval' / '2' / 'index.html'}" in done.stdout
+  assert json.loads((runs["pix2pix"] / "eval" / "2" / "metrics.json").read_text())["num_test"] == 4
+  bad = subprocess.run(cli + ["--step=123"], cwd=REPO, capture_output=True, text=True)
+  assert bad.returncode != 0 and "No checkpoint of step 123" in bad.stderr and "it holds step 2." in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_official_files_round_trip_into_a_new_run_that_trains(runs, tmp_path):
@@ -136,6 +151,24 @@ def test_official_files_round_trip_into_a_new_run_that_trains(runs, tmp_path):
     convert.import_run(wrong, str(tmp_path / "wrong"), {"G": files[0]})
   with pytest.raises(convert.ConversionError, match="holds a discriminator"):
     translate.from_pth(files[1])
+
+
+def test_a_bad_image_stops_the_folder_unless_skipped_and_changes_no_other_output(runs, tmp_path):
+  paths = _write_images(tmp_path / "in", [(32, 32)] * 3)
+  good = paths[1].read_bytes()
+  paths[1].write_bytes(good[: len(good) // 2])  # truncated
+  gen = translate.from_workdir(runs["pix2pix"])
+  with pytest.raises(BadImageError, match=rf"{paths[1]}.*--skip_bad_images"):
+    translate.translate(gen, tmp_path / "in", tmp_path / "out", progress=False)
+  rows, skipped = translate.translate(gen, tmp_path / "in", tmp_path / "out", batch_size=1, progress=False,
+                                      skip_bad_images=True)
+  assert [r["name"] for r in rows] == ["img0", "img2"] and list(skipped) == [str(paths[1])]
+  assert "Cannot decode" in skipped[str(paths[1])]
+  paths[1].write_bytes(good)  # the same folder, whole: the other images' outputs are the same
+  translate.translate(gen, tmp_path / "in", tmp_path / "whole", batch_size=1, progress=False)
+  for name in ("img0", "img2"):
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "images" / f"{name}_fake.png")),
+                                  np.asarray(Image.open(tmp_path / "whole" / "images" / f"{name}_fake.png")))
 
 
 def test_bad_inputs_are_named(runs, tmp_path):

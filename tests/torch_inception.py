@@ -2,12 +2,12 @@
 
 Builds pytorch-fid's FID Inception-v3 (`fid_inception_v3()`: torchvision's Inception-v3 with
 the FIDInceptionA/C/E_1/E_2 blocks, 1008 classes, no aux classifier) in plain torch, without
-torchvision, gives it random weights, and writes to OUT (.npz):
-  sd/<key>         the state dict (pytorch-fid key names, fc.* and num_batches_tracked included)
-  x, pool3         x (N, H, W, 3) in [-1, 1] and its pool3 features in eval mode (no resize)
-  small, small_299 (N, h, w, 3) images in [0, 1] and their pool3 features through pytorch-fid's
+torchvision, gives it the random weights of `reference_data.inception_state_dict` (numpy, so the
+test draws the same ones) and writes to OUT (.npz), for the images of `reference_data.inception_images`:
+  pool3            the pool3 features of x (N, H, W, 3) in [-1, 1] in eval mode (no resize)
+  small_299        the pool3 features of `small` (N, h, w, 3) in [0, 1] through pytorch-fid's
                    preprocessing: bilinear resize to 299x299 (align_corners=False), then 2x - 1
-  resize_in, resize_<h>x<w>  an NHWC image and its F.interpolate bilinear resizes
+  resize_<h>x<w>   F.interpolate bilinear resizes of resize_in (NHWC)
 With --pth DIR it also saves the state dict with torch.save, as zip (new format) and legacy
 files, for the .pth reader.
 
@@ -16,11 +16,15 @@ Usage: torch_inception.py OUT.npz [--pth DIR]
 
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_data  # noqa: E402
 
 
 class BasicConv2d(nn.Module):
@@ -176,22 +180,6 @@ class FIDInception(nn.Module):
     return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
-def randomize(model, gen):
-  """He-normal convs and random batch norms (all four arrays away from identity, so that a
-  mix-up of weight/bias/mean/var shows) that keep activations O(1)."""
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, nn.Conv2d):
-        fan_in = m.weight[0].numel()
-        m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-      elif isinstance(m, nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(0.8 + 0.4 * torch.rand(c, generator=gen))
-        m.bias.copy_(0.1 * torch.randn(c, generator=gen))
-        m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-        m.running_var.copy_(0.6 + 0.8 * torch.rand(c, generator=gen))
-
-
 def nhwc(t):
   return t.permute(0, 2, 3, 1).numpy()
 
@@ -206,27 +194,18 @@ def main():
   parser.add_argument("--pth", help="also torch.save the state dict into this folder")
   args = parser.parse_args()
   torch.set_num_threads(1)  # robust when the 2 cores are shared (2 threads: 2.4 to 9 s, 1: 2.5 to 3 s)
-  gen = torch.Generator().manual_seed(0)
-  rng = np.random.default_rng(0)
   model = FIDInception().eval()
-  randomize(model, gen)
-  out = {"sd/" + k: v.numpy() for k, v in model.state_dict().items()}
-
+  shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in reference_data.inception_state_dict(shapes).items()})
+  images = reference_data.inception_images()
+  out = {}
   with torch.no_grad():
-    # Non-square, and large enough that Mixed_7b/7c work on 3x2 maps: the padded pools and the
-    # 1x3 / 3x1 convs see both borders and interiors.
-    x = rng.uniform(-1, 1, (2, 139, 107, 3)).astype(np.float32)
-    out["x"], out["pool3"] = x, model.pool3(nchw(x)).numpy()
-
-    small = rng.uniform(0, 1, (2, 40, 56, 3)).astype(np.float32)
-    resized = F.interpolate(nchw(small), size=(299, 299), mode="bilinear", align_corners=False)
-    out["small"], out["small_299"] = small, model.pool3(2 * resized - 1).numpy()
-
-    img = rng.uniform(-1, 1, (1, 13, 17, 3)).astype(np.float32)
-    out["resize_in"] = img
+    out["pool3"] = model.pool3(nchw(images["x"])).numpy()
+    resized = F.interpolate(nchw(images["small"]), size=(299, 299), mode="bilinear", align_corners=False)
+    out["small_299"] = model.pool3(2 * resized - 1).numpy()
     for h, w in ((5, 7), (29, 23), (13, 40)):  # shrink, grow, mixed
-      out[f"resize_{h}x{w}"] = nhwc(F.interpolate(nchw(img), size=(h, w), mode="bilinear", align_corners=False))
-
+      out[f"resize_{h}x{w}"] = nhwc(F.interpolate(nchw(images["resize_in"]), size=(h, w), mode="bilinear",
+                                                  align_corners=False))
   np.savez(args.out, **out)
   if args.pth:
     torch.save(model.state_dict(), os.path.join(args.pth, "zip.pth"))

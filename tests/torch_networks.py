@@ -4,12 +4,14 @@
       for each case: builds the network (benchmarks/torch_reference.py: official keys and layers)
       with random weights and batch-norm statistics, saves its state dict as OUT_DIR/<name>.pth
       (legacy or zip layout, optionally under a DataParallel 'module.' prefix), and writes
-      OUT_DIR/<name>.npz with an input x and the outputs eval (model.eval()) and, for networks
-      without dropout, train (model.train(): batch statistics of x).
+      OUT_DIR/<name>.npz with the outputs for x = reference_data.network_input(case): eval
+      (model.eval()) and, for networks without dropout, train (model.train(): batch statistics of
+      x) and buffers/<key>: every batch-norm buffer after that train-mode call (running_mean,
+      running_var, num_batches_tracked).
   python tests/torch_networks.py check CASES.json IN_DIR
       loads IN_DIR/<name>.exported.pth (written by gantx) strictly into a fresh network and writes
       IN_DIR/<name>.exported.npz with its eval output on the same x, and same_weights: whether its
-      keys and tensors equal the original file's (num_batches_tracked aside).
+      keys and tensors equal the original file's.
 """
 
 import json
@@ -19,7 +21,10 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
+sys.path.insert(0, HERE)
+import reference_data  # noqa: E402
 import torch_reference as ref  # noqa: E402
 
 
@@ -46,16 +51,16 @@ def make(cases, out):
     gen = torch.Generator().manual_seed(100 + i)
     net = build(case)
     randomise_stats(net, gen)
-    x = torch.rand(2, case["input_nc"], case["size"], case["size"], generator=gen) * 2 - 1
+    x = torch.from_numpy(reference_data.network_input(case)).permute(0, 3, 1, 2)
     state = net.state_dict()
     if case.get("prefix"):
       state = {case["prefix"] + k: v for k, v in state.items()}
     # Saved before the train-mode pass, which updates the running statistics.
     torch.save(state, os.path.join(out, case["name"] + ".pth"), _use_new_zipfile_serialization=not case.get("legacy"))
-    outputs = {"x": x.permute(0, 2, 3, 1).numpy()}
-    outputs["eval"] = net.eval()(x).permute(0, 2, 3, 1).numpy()
+    outputs = {"eval": net.eval()(x).permute(0, 2, 3, 1).numpy()}
     if not case["dropout"]:
       outputs["train"] = net.train()(x).permute(0, 2, 3, 1).numpy()
+      outputs.update({f"buffers/{k}": v.numpy() for k, v in net.named_buffers()})
     np.savez(os.path.join(out, case["name"] + ".npz"), **outputs)
 
 
@@ -67,8 +72,8 @@ def check(cases, folder):
     net.load_state_dict(state, strict=True)
     original = torch.load(os.path.join(folder, case["name"] + ".pth"), weights_only=True)
     original = {k[len(case.get("prefix", "")):]: v for k, v in original.items()}
-    same = all(torch.equal(state[k], v) for k, v in original.items() if not k.endswith("num_batches_tracked"))
-    x = torch.from_numpy(np.load(os.path.join(folder, case["name"] + ".npz"))["x"]).permute(0, 3, 1, 2)
+    same = all(torch.equal(state[k], v) for k, v in original.items())
+    x = torch.from_numpy(reference_data.network_input(case)).permute(0, 3, 1, 2)
     np.savez(os.path.join(folder, case["name"] + ".exported.npz"), eval=net.eval()(x).permute(0, 2, 3, 1).numpy(),
              same_weights=same and state.keys() == original.keys())
 

@@ -42,12 +42,13 @@ prints their count and names. A file that fails later (changed after the check) 
 BadImageError naming it, from grain's worker threads and processes alike.
 
 Determinism and multi-host: the examples form one global stream, shuffled per epoch with a seed
-derived from config.seed. Each example's random crop, flip and (unaligned) B index come from an RNG
-keyed by config.seed and the example's position in that stream, never by the process. Global batch
-k is stream positions [k*B, (k+1)*B); process p loads only rows [p*b, (p+1)*b) of it, where
-b = B / process_count, which is the layout `jax.make_array_from_process_local_data` expects on a
-1-D data mesh. Each example is decoded and augmented once, by the process that uses it. The
-iterator's get_state()/set_state() resume it exactly, with or without worker processes.
+derived from the data seed (config.data_seed, else config.seed: gantx/seeds.py). Each example's
+random crop, flip and (unaligned) B index come from an RNG keyed by that seed and the example's
+position in that stream, never by the process. Global batch k is stream positions
+[k*B, (k+1)*B); process p loads only rows [p*b, (p+1)*b) of it, where b = B / process_count, which
+is the layout `jax.make_array_from_process_local_data` expects on a 1-D data mesh. Each example is
+decoded and augmented once, by the process that uses it. The iterator's get_state()/set_state()
+resume it exactly, with or without worker processes.
 """
 
 from __future__ import annotations

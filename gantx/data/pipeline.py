@@ -13,13 +13,14 @@ import grain
 import numpy as np
 from PIL import Image
 
+from gantx import seeds
 from gantx.data import sources
 from gantx.data.images import BadImageError
 from gantx.data.preprocess import Preprocess, check_channels
 
 Batch = dict[str, np.ndarray]
 
-# Purposes mixed with config.seed into independent seeds.
+# Purposes mixed with the data seed (seeds.from_config(config).data) into independent seeds.
 _SHUFFLE, _AUGMENT = 1, 2
 
 
@@ -108,7 +109,7 @@ def train_image_hw(config) -> tuple[int, int]:
 
 
 def derived_seed(seed: int, purpose: int) -> int:
-  """An independent 32-bit seed for one use (shuffle, augmentation) of config.seed."""
+  """An independent 32-bit seed for one use (shuffle, augmentation) of the data seed."""
   return int(np.random.SeedSequence([seed % 2**32, purpose]).generate_state(1)[0])
 
 
@@ -145,7 +146,7 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
   Global batch k holds stream positions [k*B, (k+1)*B) (B = config.batch_size); this process
   yields its rows [p*b, (p+1)*b), b = B // process_count, and loads nothing else. The stream is
   the training set shuffled anew each epoch (in order with config.serial_batches), and every
-  example's crop, flip and unaligned B index come from an RNG keyed by config.seed and its stream
+  example's crop, flip and unaligned B index come from an RNG keyed by the data seed and its stream
   position, so the global batches do not depend on process_count. Missing data and bad files
   (the check) fail here.
 
@@ -155,7 +156,7 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
   nothing in the batches.
 
   Args:
-    config: the run config (model, direction, preprocess options, batch_size, seed, data.*).
+    config: the run config (model, direction, preprocess options, batch_size, seed, data_seed, data.*).
     process_index: this process (jax.process_index()).
     process_count: number of processes (jax.process_count()).
     num_threads: threads per loading process; default 2 in each worker, else the cores (at most 8).
@@ -167,10 +168,11 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count}).")
   b = local_batch_size(config, process_count)
   examples = _examples(config, train=True)
+  data_seed = seeds.from_config(config).data
   ds = grain.MapDataset.range(sources.num_examples(examples.source))
   if not config.serial_batches:
-    ds = ds.shuffle(seed=derived_seed(config.seed, _SHUFFLE))  # index >= length: next epoch's order
-  ds = ds.repeat().random_map(examples, seed=derived_seed(config.seed, _AUGMENT))
+    ds = ds.shuffle(seed=derived_seed(data_seed, _SHUFFLE))  # index >= length: next epoch's order
+  ds = ds.repeat().random_map(examples, seed=derived_seed(data_seed, _AUGMENT))
   # Blocks of b consecutive stream positions; global batch k is blocks [k*P, (k+1)*P), and process
   # p takes block k*P + p. Slicing a MapDataset is lazy: other processes' blocks are never loaded.
   ds = ds.batch(b, drop_remainder=True)[process_index::process_count]
