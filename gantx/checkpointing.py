@@ -202,6 +202,14 @@ def read_study(workdir: str | pathlib.Path) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
+def data_streams(study: dict | None) -> int:
+  """How many data iterators a run's (None) or a study's checkpoints hold: one per replica where the
+  replicas' data seeds differ, else one."""
+  if study is None or len({r["data"] for r in study["replicas"]}) == 1:
+    return 1
+  return study["seeds"]
+
+
 def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to `<workdir>/config.json`."""
   path = pathlib.Path(workdir) / "config.json"
@@ -232,7 +240,7 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None, replica: int 
     if not 0 <= replica < n:
       raise ValueError(f"--replica {replica} is out of range: the study in {workdir} has {n} replicas (0..{n - 1}).")
     config = seeds_lib.with_seeds(config, seeds_lib.Seeds(**study["replicas"][replica]))
-  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep)
+  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep, data_streams(study))
   try:
     steps = sorted(ckpt.all_steps())
     if not steps:

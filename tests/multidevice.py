@@ -4,7 +4,8 @@
 on fixed random batches twice in one process, on a 1-device mesh and on a mesh of all devices,
 and saves both states, metrics and generator outputs after the first step and after the last
 (`one/1/...`, `all/STEPS/...`). `... train MODEL STEPS WORKDIR OUT.npz [SEED]` runs
-train_and_evaluate (each process of a multi-process run calls it) and saves the final state.
+train_and_evaluate (each process of a multi-process run calls it) and saves the final state;
+`... study MODEL STEPS WORKDIR OUT.npz SEEDS BATCH` runs a seed study and saves its stacked state.
 """
 
 import os
@@ -88,6 +89,18 @@ def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -
   np.savez(out, **results)
 
 
+def study(model: str, num_steps: int, workdir: str, out: str, seeds: str, batch_size: str) -> None:
+  """A study of `seeds` replicas (every stream varied) at a global batch of `batch_size` per replica."""
+  from gantx import study as study_lib
+  config = tiny_config(model, batch_size=int(batch_size), num_train_steps=num_steps, eval_every_steps=0,
+                       checkpoint_every_steps=num_steps)
+  study_lib.run_study(config, workdir, int(seeds), ("init", "data", "step"))
+  from gantx import checkpointing
+  results = flat(checkpointing.Checkpointer(f"{workdir}/checkpoints", 1).restore_arrays(num_steps), "state")
+  results["devices"] = np.array(jax.device_count())
+  np.savez(out, **results)
+
+
 if __name__ == "__main__":
   command, model, num_steps, *paths = sys.argv[1:]
-  {"compare": compare, "train": train}[command](model, int(num_steps), *paths)
+  {"compare": compare, "train": train, "study": study}[command](model, int(num_steps), *paths)

@@ -2,12 +2,20 @@
 program equal to N runs, the report."""
 
 import hashlib
+import json
+import os
+import pathlib
+import random
 import runpy
+import shutil
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import HERE, REPO, tiny_config
 
 from gantx import data, schedules, seeds, state as state_lib, train as train_lib
 
@@ -68,3 +76,259 @@ def test_each_stream_seed_changes_its_stream_alone():
   assert seeds.vary(base, ("init", "step"), 3) == [seeds.Seeds(k, 0, k) for k in range(3)]
   with pytest.raises(ValueError, match="Unknown seed stream 'weights'"):
     seeds.vary(base, ("weights",), 2)
+
+
+# ----------------------------------------------------------------------------- studies
+
+VARY_ALL = ("init", "data", "step")
+
+
+def _study_config(model, steps, **kw):
+  c = tiny_config(model, num_train_steps=steps, log_every_steps=1, eval_every_steps=steps, checkpoint_every_steps=1,
+                  **kw)
+  c.max_checkpoints_to_keep = 5
+  return c
+
+
+def _losses(run_dir):
+  rows = [json.loads(line) for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: {k: v for k, v in r.items() if k not in ("step", "images_per_s", "lr")} for r in rows}
+
+
+def _close(a, b, rtol, what):
+  """Two trees equal to `rtol` relative to their L2 norm. Per element would not do: Adam divides
+  each gradient by its own root mean square, so an entry whose gradient is rounding noise (a bias
+  before instance norm, whose true gradient is 0) moves by +-lr either way (docs/reproducibility.md)."""
+  if not jax.tree.leaves(b):
+    assert not jax.tree.leaves(a), what
+    return
+  x = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree.leaves(a)])
+  y = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree.leaves(b)])
+  assert x.shape == y.shape, what
+  assert np.linalg.norm(x - y) <= rtol * np.linalg.norm(y), (what, np.linalg.norm(x - y) / np.linalg.norm(y))
+
+
+def _split_conv_biases(a, b, instance_norm: bool):
+  """(a's leaves, b's leaves, [(a, b) of conv biases]) of two trees of parameters (or of Adam
+  moments, same paths). Under instance norm a convolution's bias right before the norm has a true
+  gradient of 0: its gradient is rounding noise, which Adam scales to steps of +-lr either way. So
+  with instance norm the conv biases are bounded (by Adam's largest move), not compared; the
+  kernels, and every other array, are."""
+  keep_a, keep_b, biases = [], [], []
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if instance_norm and names[-1] == "bias" and len(names) > 1 and "conv" in names[-2]:
+      biases.append((np.asarray(x), np.asarray(y)))
+    else:
+      keep_a.append(np.asarray(x))
+      keep_b.append(np.asarray(y))
+  return keep_a, keep_b, biases
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "cycle_gan"])
+def test_a_study_equals_its_replicas_trained_alone_and_so_does_its_report(tmp_path, model):
+  """Each replica of a study (every stream varied) against a run with its seeds: losses after each
+  of 3 steps, parameters, batch statistics, Adam moments and pools after 1 and 3 steps, the held-out
+  metrics, all to float32 rounding (a vmapped convolution batches its products differently); and
+  `study report` of the runs gives the study's table."""
+  from gantx import checkpointing, study as study_lib
+  config = _study_config(model, 3)
+  study_lib.run_study(config, tmp_path / "study", 2, VARY_ALL)
+  record = json.loads((tmp_path / "study" / "seeds.json").read_text())
+  assert record["replicas"] == [{"init": k, "data": k, "step": k} for k in range(2)]
+  for k in range(2):
+    solo = seeds.with_seeds(config, seeds.Seeds(k, k, k))
+    train_lib.train_and_evaluate(solo, tmp_path / f"solo{k}")
+    ours, alone = _losses(tmp_path / "study" / f"replica_{k}"), _losses(tmp_path / f"solo{k}")
+    assert sorted(ours) == sorted(alone) == [0, 1, 2, 3]
+    for step in ours:
+      assert ours[step].keys() == alone[step].keys()
+      np.testing.assert_allclose([ours[step][n] for n in sorted(ours[step])], [alone[step][n] for n in sorted(ours[step])],
+                                 rtol=1e-5 if step < 3 else 1e-4, err_msg=f"replica {k} step {step}")
+    for step in (1, 3):
+      _, _, replica = checkpointing.load_run(tmp_path / "study", step, replica=k)
+      _, _, run = checkpointing.load_run(tmp_path / f"solo{k}", step)
+      assert replica.keys() == run.keys()
+      for part in ("params", "batch_stats", "opt_state", "pools"):
+        for name in replica[part]:
+          ours, alone, biases = _split_conv_biases(replica[part][name], run[part][name], config.norm == "instance")
+          _close(ours, alone, 1e-5, f"replica {k} step {step} {part}/{name}")
+          for x, y in (biases if part == "params" else []):
+            # Adam moves an entry by at most lr (1 - beta1) / sqrt(1 - beta2) a step, whatever its gradient.
+            bound = 2 * step * config.lr * (1 - config.beta1) / np.sqrt(1 - 0.999)
+            assert np.abs(x - y).max() <= bound, (name, step, np.abs(x - y).max())
+      np.testing.assert_array_equal(jax.random.key_data(replica["key"]), jax.random.key_data(run["key"]))
+  studied = json.loads((tmp_path / "study" / "study.json").read_text())
+  assert [r["seeds"] for r in studied["replicas"]] == record["replicas"]
+  reported = study_lib.report_from_runs([str(tmp_path / "solo0"), str(tmp_path / "solo1")], tmp_path / "report")
+  assert reported["final"].keys() == studied["final"].keys() and studied["final"]
+  for name, s in studied["final"].items():
+    for stat in ("mean", "std", "min", "max"):
+      np.testing.assert_allclose(reported["final"][name][stat], s[stat], rtol=1e-3, atol=1e-5, err_msg=f"{name} {stat}")
+  for page in ("study.png", "index.html", "study.json"):
+    assert (tmp_path / "report" / page).stat().st_size > 500 and (tmp_path / "study" / page).stat().st_size > 500
+  page = (tmp_path / "study" / "index.html").read_text()
+  assert all(f"samples/replica_{k}_G" in page for k in range(2)) and "95% CI" in page
+
+
+def test_spread_and_its_bootstrap_interval():
+  from gantx import study as study_lib
+  s = study_lib.spread([1.0, 2.0, 3.0, 4.0])
+  assert s["mean"] == 2.5 and s["min"] == 1 and s["max"] == 4 and s["n"] == 4
+  np.testing.assert_allclose(s["std"], np.std([1, 2, 3, 4], ddof=1))
+  assert 1.0 <= s["ci95"][0] < 2.5 < s["ci95"][1] <= 4.0
+  assert study_lib.spread([1.0, 2.0, 3.0, 4.0]) == s  # a fixed resampling seed: the same report twice
+
+
+def test_report_refuses_runs_of_different_configs(tmp_path):
+  from gantx import study as study_lib
+  for name, lr in (("a", 2e-4), ("b", 1e-4)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(tiny_config("pix2pix", lr=lr, seed=len(name)).to_json())
+  with pytest.raises(ValueError, match=r"not replicas of one config: lr is 0.0001 there and 0.0002"):
+    study_lib.report_from_runs([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out")
+
+
+@pytest.mark.parametrize("factor", VARY_ALL)
+def test_each_varied_stream_changes_its_randomness_alone(factor):
+  """--vary data: the same initial networks, other batches; --vary init: other networks, the same
+  batches; --vary step: the same networks and batches, another run key (dropout masks, pool draws)
+  and evaluation key."""
+  from gantx import data as data_lib
+  config = tiny_config("cycle_gan")
+  sets = seeds.vary(seeds.from_config(config), (factor,), 2)
+  nets = state_lib.build_networks(config, 10)
+  states = [state_lib.init_state(config, nets, *seeds.state_keys(s)[:1], (32, 32), run_key=seeds.state_keys(s)[1])
+            for s in sets]
+  batches = [next(data_lib.make_train_iterator(seeds.with_seeds(config, s))) for s in sets]
+  same = lambda a, b: _digest(a) == _digest(b)
+  assert same(states[0].params, states[1].params) == (factor != "init")
+  assert same(batches[0], batches[1]) == (factor != "data")
+  assert same(states[0].key, states[1].key) == (factor != "step")
+  assert same(seeds.eval_key(sets[0]), seeds.eval_key(sets[1])) == (factor != "step")
+
+
+def _study_cli(tmp_path, *args, steps=4, model="pix2pix"):
+  config_file = tmp_path / "tiny_study.py"
+  config_file.write_text(f"import sys\nsys.path.insert(0, {str(HERE)!r})\nfrom conftest import tiny_config\n\n"
+                         f"def get_config():\n  return tiny_config({model!r}, num_train_steps={steps}, eval_every_steps=0,"
+                         " checkpoint_every_steps=1, log_every_steps=1)\n")
+  return [sys.executable, "-m", "gantx", "study", f"--config={config_file}", *args]
+
+
+def test_a_study_killed_at_random_moments_ends_bitwise_as_an_unbroken_one(tmp_path):
+  """SIGKILL twice (no handler runs), then restarts; also 2 + 2 steps in two invocations: the stacked
+  state and every replica's log equal the straight study's, bit for bit."""
+  from gantx import checkpointing
+  straight = _study_cli(tmp_path, f"--workdir={tmp_path / 'straight'}", "--seeds=2", "--vary=init,data,step")
+  subprocess.run(straight, cwd=REPO, check=True, capture_output=True, timeout=600)
+  killed = _study_cli(tmp_path, f"--workdir={tmp_path / 'killed'}", "--seeds=2", "--vary=init,data,step")
+  rng = random.Random(0)
+  for _ in range(2):
+    proc = subprocess.Popen(killed, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(4.0, 9.0))
+    proc.kill()
+    proc.wait()
+  subprocess.run(killed, cwd=REPO, check=True, capture_output=True, timeout=600)
+  halves = _study_cli(tmp_path, f"--workdir={tmp_path / 'halves'}", "--seeds=2", "--vary=init,data,step", steps=2)
+  subprocess.run(halves, cwd=REPO, check=True, capture_output=True, timeout=600)
+  subprocess.run(_study_cli(tmp_path, f"--workdir={tmp_path / 'halves'}", "--seeds=2", "--vary=init,data,step"),
+                 cwd=REPO, check=True, capture_output=True, timeout=600)
+  want = _arrays(checkpointing.Checkpointer(tmp_path / "straight" / "checkpoints", 1, 2).restore_arrays(4))
+  for other in ("killed", "halves"):
+    got = _arrays(checkpointing.Checkpointer(tmp_path / other / "checkpoints", 1, 2).restore_arrays(4))
+    for x, y in zip(got, want):
+      np.testing.assert_array_equal(x, y)
+    for k in range(2):  # (the 2-step invocation evaluated at its last step: only the losses compare)
+      a, b = _losses(tmp_path / other / f"replica_{k}"), _losses(tmp_path / "straight" / f"replica_{k}")
+      assert a.keys() == b.keys()
+      for step in a:
+        assert {n: v for n, v in a[step].items() if n in b[step]} == b[step], (other, k, step)
+
+
+def test_bad_study_input_is_one_line(tmp_path):
+  def one_line(cmd, expected):
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr, result.stderr
+  one_line(_study_cli(tmp_path, f"--workdir={tmp_path / 's'}", "--seeds=1"), "--seeds 1: a study has at least 2 replicas")
+  one_line(_study_cli(tmp_path, f"--workdir={tmp_path / 's'}", "--seeds=2", "--vary=init,weights"),
+           "Unknown seed stream 'weights': vary one or more of init, data, step")
+  run = tmp_path / "run"
+  train_lib.train_and_evaluate(tiny_config("pix2pix", num_train_steps=1, eval_every_steps=0), run)
+  one_line(_study_cli(tmp_path, f"--workdir={run}", "--seeds=2"), f"{run} holds a run, not a study")
+  one_line([sys.executable, "-m", "gantx", "evaluate", f"--workdir={run}", "--replica=0"],
+           "--replica 0: " + str(run) + " is a run, not a seed study")
+  study = tmp_path / "study"
+  subprocess.run(_study_cli(tmp_path, f"--workdir={study}", "--seeds=2", "--vary=step", steps=1), cwd=REPO,
+                 check=True, capture_output=True, timeout=600)
+  one_line([sys.executable, "train.py", f"--config={tmp_path / 'tiny_study.py'}", f"--workdir={study}"],
+           f"{study} is a seed study's work directory")
+  one_line([sys.executable, "-m", "gantx", "export_pth", f"--workdir={study}", "--replica=2", f"--output={tmp_path}"],
+           "--replica 2 is out of range: the study in")
+  one_line(_study_cli(tmp_path, f"--workdir={study}", "--seeds=3", "--vary=step", steps=1), "holds a study of other seeds")
+
+
+def test_extract_gives_a_run_that_train_continues_as_the_replica_alone(tmp_path):
+  """The extracted run holds the replica's state bit for bit; train.py continues it exactly as it
+  continues a run of the replica's seeds whose state at that step is the replica's."""
+  from gantx import checkpointing, study as study_lib
+  config = _study_config("cycle_gan", 2)
+  study_lib.run_study(config, tmp_path / "study", 2, ("data", "step"))
+  study_lib.extract(tmp_path / "study", 1, tmp_path / "one")
+  _, _, replica = checkpointing.load_run(tmp_path / "study", replica=1)
+  _, step, extracted = checkpointing.load_run(tmp_path / "one")
+  assert step == 2
+  for x, y in zip(_arrays(extracted), _arrays(replica)):
+    np.testing.assert_array_equal(x, y)
+  solo = seeds.with_seeds(config, seeds.Seeds(0, 1, 1))
+  train_lib.train_and_evaluate(solo, tmp_path / "alone")  # the replica's data stream and key, to step 2
+  shutil.rmtree(tmp_path / "alone" / "checkpoints" / "1")
+  ckpt = checkpointing.Checkpointer(tmp_path / "alone" / "checkpoints", 5)
+  it = data.make_train_iterator(solo)
+  ckpt.restore_extra(2, "data", it)
+  shutil.rmtree(tmp_path / "alone" / "checkpoints" / "2")
+  ckpt.close()
+  ckpt = checkpointing.Checkpointer(tmp_path / "alone" / "checkpoints", 5)
+  ckpt.save(2, replica, [it], solo)  # the replica's state, from the study
+  ckpt.close()
+  solo.num_train_steps = 4
+  continued = train_lib.train_and_evaluate(solo, tmp_path / "one")
+  alone = train_lib.train_and_evaluate(solo, tmp_path / "alone")
+  for x, y in zip(_arrays(continued), _arrays(alone)):
+    np.testing.assert_array_equal(x, y)
+
+
+def _arrays(state):
+  return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+          for x in jax.tree.leaves(state)]
+
+
+def test_eight_devices_equal_one_device_for_eight_and_for_four_replicas(tmp_path):
+  """8 simulated devices holding a replica each (mesh seeds 8 x data 1), and 4 replicas that are
+  2-way data parallel each (seeds 4 x data 2), equal one device to float32 rounding. Replica k's
+  seeds do not depend on N, so the 4-replica study is the first half of the 8-replica one."""
+  def study(devices, num_seeds):
+    out = tmp_path / f"d{devices}s{num_seeds}.npz"
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    subprocess.run([sys.executable, "tests/multidevice.py", "study", "pix2pix", "2", str(tmp_path / out.stem), str(out),
+                    str(num_seeds), "2"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    return np.load(out)
+  one, eight, four = study(1, 8), study(8, 8), study(8, 4)
+  assert int(eight["devices"]) == 8 and int(one["devices"]) == 1
+  params = [k for k in one.files if k.startswith("state['params']")]
+  assert params and all(four[k].shape[0] == 4 and one[k].shape[0] == 8 for k in params)
+  for other, n in ((eight, 8), (four, 4)):
+    for net in ("G", "D"):  # each network's parameters, relative to their L2 norm
+      keys = [k for k in params if k.startswith(f"state['params']['{net}']")]
+      x = np.concatenate([other[k].reshape(n, -1) for k in keys], axis=1).astype(np.float64)
+      y = np.concatenate([one[k][:n].reshape(n, -1) for k in keys], axis=1).astype(np.float64)
+      assert np.linalg.norm(x - y) <= 1e-5 * np.linalg.norm(y), (net, n, np.linalg.norm(x - y) / np.linalg.norm(y))
+    for k in one.files:
+      if not k.startswith("state") or k in params:
+        continue
+      if one[k].dtype.kind == "f":  # batch statistics, Adam moments: small sums of cancelling terms
+        x, y = other[k].astype(np.float64), one[k][:n].astype(np.float64)
+        assert np.linalg.norm(x - y) <= 1e-4 * max(np.linalg.norm(y), 1e-6), (k, n)
+      else:  # steps, counters, keys
+        np.testing.assert_array_equal(other[k], one[k][:n])
