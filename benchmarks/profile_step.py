@@ -70,6 +70,9 @@ def _parse_args(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=None, help="folder for the summary JSON")
   p.add_argument("--tag", default="", help="appended to the JSON's file name (e.g. the XLA_FLAGS variant)")
+  p.add_argument("--study-seeds", type=int, default=0,
+                 help="profile a seed study's step of this many replicas (1: the run's step) instead; with --study-case")
+  p.add_argument("--study-case", default="pix2pix", help="study_speed.py's case: quickstart, pix2pix, cycle_gan")
   args = p.parse_args(argv)
   if args.framework == "torch" and args.device != "gpu":
     p.error("the PyTorch step is profiled on the GPU only (--device gpu)")
@@ -198,8 +201,11 @@ def profile_jax(args) -> tuple[float, list[tuple[str, float, str]], dict]:
 
   if jax.default_backend() != args.device:
     raise SystemExit(f"--device {args.device}, but jax runs on {jax.default_backend()}")
-  case = Case(args.model, args.batch_size, args.size, args.ngf, args.ndf, args.dtype)
-  built = build_jax_step(case, args.seed)
+  if args.study_seeds:  # a seed study's step (benchmarks/study_speed.py builds it as `python -m gantx study`)
+    from study_speed import build
+    built = build(args.study_case, args.study_seeds, ("init", "data", "step"))
+  else:
+    built = build_jax_step(Case(args.model, args.batch_size, args.size, args.ngf, args.ndf, args.dtype), args.seed)
   compiled = built["train_step"].lower(built["state"], built["batch"]).compile()
   sources = hlo_sources(compiled.as_text())
   live = {"state": built["state"]}

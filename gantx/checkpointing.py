@@ -18,7 +18,7 @@ renames it), so a crash mid-write never leaves a checkpoint that looks complete.
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 from typing import Any, Callable, Sequence
 
 import grain
@@ -26,14 +26,17 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from gantx import paths
+
 
 class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` for (state, data iterator, config)."""
 
-  def __init__(self, directory: str | pathlib.Path, max_to_keep: int, data_streams: int = 1):
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int, data_streams: int = 1):
     """`data_streams`: how many data iterators a checkpoint holds (a study that varies the data
     stream has one per replica); restoring only the state works whatever it was."""
-    self.directory = pathlib.Path(directory).absolute()
+    directory = paths.path(directory)
+    self.directory = directory if paths.is_remote(directory) else directory.absolute()
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         item_handlers=dict(state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
@@ -195,10 +198,10 @@ def _first_shape_difference(saved: dict[str, tuple[int, ...]], like_state: Any) 
 STUDY_FILE = "seeds.json"
 
 
-def read_study(workdir: str | pathlib.Path) -> dict | None:
+def read_study(workdir: str | os.PathLike) -> dict | None:
   """A study's seeds.json ({'seeds': N, 'vary': [...], 'replicas': [{'init', 'data', 'step'}, ...]}),
   or None for a run."""
-  path = pathlib.Path(workdir) / STUDY_FILE
+  path = paths.path(workdir) / STUDY_FILE
   return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -210,15 +213,15 @@ def data_streams(study: dict | None) -> int:
   return study["seeds"]
 
 
-def run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+def run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to `<workdir>/config.json`."""
-  path = pathlib.Path(workdir) / "config.json"
+  path = paths.path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: {workdir} is not a gantx work directory (train.py writes one).")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None, replica: int | None = None
+def load_run(workdir: str | os.PathLike, step: int | None = None, replica: int | None = None
              ) -> tuple[ml_collections.ConfigDict, int, dict]:
   """(config, step, state) of a run's checkpoint `step` (default: the latest), the state as nested
   dicts of arrays (`Checkpointer.restore_arrays`): what translate, evaluate and export read.
@@ -240,7 +243,7 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None, replica: int 
     if not 0 <= replica < n:
       raise ValueError(f"--replica {replica} is out of range: the study in {workdir} has {n} replicas (0..{n - 1}).")
     config = seeds_lib.with_seeds(config, seeds_lib.Seeds(**study["replicas"][replica]))
-  ckpt = Checkpointer(pathlib.Path(workdir) / "checkpoints", config.max_checkpoints_to_keep, data_streams(study))
+  ckpt = Checkpointer(paths.path(workdir) / "checkpoints", config.max_checkpoints_to_keep, data_streams(study))
   try:
     steps = sorted(ckpt.all_steps())
     if not steps:

@@ -543,9 +543,19 @@ class Rules:
   winograd_min_channels: int = 64
   winograd_min_pixels_strided: int = 32 * 32
   winograd_min_pixels_transposed: int = 64 * 64
+  # False: no Winograd form, whose float32 error at full width is up to ~5x the direct form's
+  # (BENCHMARKS.md, "Convolution error"): what inference uses (INFERENCE_RULES).
+  winograd: bool = True
+  # False: a GEMM form where XLA's own convolution would run. Under jax.vmap with per-replica
+  # kernels (a seed study) XLA's convolutions become grouped convolutions, slow on XLA:CPU: a study
+  # of 4 quickstart replicas took 1.37x a run's time per replica with them, 0.96x without
+  # (BENCHMARKS.md, "Seed studies"). What studies use (STUDY_RULES).
+  native: bool = True
 
 
-RULES = Rules()
+RULES = Rules()  # training
+INFERENCE_RULES = Rules(winograd=False)  # translate, evaluate, export, the evaluations during training
+STUDY_RULES = Rules(native=False)  # training N replicas under vmap
 
 
 def conv_form(in_shape: tuple[int, ...], features: int, kernel_size: int, stride: int, padding: int,
@@ -561,8 +571,10 @@ def conv_form(in_shape: tuple[int, ...], features: int, kernel_size: int, stride
     return "xla", None
   out_h, out_w = _conv_out_hw(h, w, k, s, p)
   if min(c, features) >= rules.winograd_min_channels and (s == 1 or out_h * out_w >= rules.winograd_min_pixels_strided):
-    if (tile := _WINOGRAD_TILE.get((dtype, k, s))) is not None:
+    if rules.winograd and (tile := _WINOGRAD_TILE.get((dtype, k, s))) is not None:
       return "winograd", tile
+  if not rules.native:
+    return "gemm", None
   if features != 1:
     if dtype == "bfloat16":
       gemm = min(c, features) >= rules.gemm_min_channels_bf16
@@ -600,7 +612,7 @@ def conv_transpose_form(in_shape: tuple[int, ...], features: int, kernel_size: i
   _, h, w, c = in_shape
   if _check_impl(impl) == "xla":
     return "xla", None
-  if (not output_padding and min(c, features) >= rules.winograd_min_channels
+  if (rules.winograd and not output_padding and min(c, features) >= rules.winograd_min_channels
       and h * w >= rules.winograd_min_pixels_transposed):
     if (tile := _WINOGRAD_TILE_TRANSPOSED.get((dtype, kernel_size, stride))) is not None:
       return "winograd", tile

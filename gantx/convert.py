@@ -20,6 +20,7 @@ block's second conv from index 5 to 6.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping
 
@@ -333,9 +334,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   e.g. {'G': 'latest_net_G.pth', 'D': 'latest_net_D.pth'}) come from PyTorch; the other networks
   are initialised as usual and Adam starts fresh. train.py, translate and evaluate then use it
   like any run (training from it fine-tunes; its data stream starts at the beginning)."""
-  import pathlib  # pylint: disable=g-import-not-at-top
-
-  from gantx import checkpointing, config as config_lib, data, parallel, seeds, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, config as config_lib, data, parallel, paths, seeds, state as state_lib  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
   config_lib.validate(config)
@@ -344,7 +343,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
   unknown = sorted(set(files) - set(nets.modules))
   if unknown:
     raise ValueError(f"{config.model} has networks {', '.join(nets.modules)}; not {', '.join(unknown)}.")
-  workdir = pathlib.Path(workdir)
+  workdir = paths.check_workdir(workdir)
   if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
     raise FileExistsError(f"{workdir} already holds checkpoints; import into a new work directory.")
   # Only CycleGAN's pools depend on the image size, and only 'none'/'scale_width' take it from the
@@ -376,15 +375,15 @@ def export_run(workdir: str, output: str, step: int | None = None, prefix: str =
   """Writes every network of a run (or of replica `replica` of a seed study) as
   `<output>/<prefix>_net_<name>.pth` (the official file names, loadable by the official code's
   --epoch <prefix>). Returns the paths."""
-  import os  # pylint: disable=g-import-not-at-top
-
-  from gantx import checkpointing, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gantx import checkpointing, paths, state as state_lib  # pylint: disable=g-import-not-at-top
 
   config, _, state = checkpointing.load_run(workdir, step, replica)
-  os.makedirs(output, exist_ok=True)
-  paths = []
+  paths.check_bucket(output, "--output")
+  folder = paths.path(output)
+  folder.mkdir(parents=True, exist_ok=True)
+  written = []
   for name, module in state_lib.build_networks(config, 1).modules.items():
-    path = os.path.join(output, f"{prefix}_net_{name}.pth")
+    path = f"{os.fspath(output).rstrip('/')}/{prefix}_net_{name}.pth"
     save_pth({"params": state["params"][name], "batch_stats": state["batch_stats"].get(name, {})}, module, path)
-    paths.append(path)
-  return paths
+    written.append(path)
+  return written

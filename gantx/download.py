@@ -26,6 +26,7 @@ import tempfile
 import urllib.request
 import zipfile
 
+from gantx import paths
 from gantx.data.images import IMG_EXTENSIONS, list_images
 
 KINDS = ("pix2pix", "cyclegan")
@@ -206,7 +207,9 @@ def download(name: str, root: os.PathLike | str = "./datasets", kind: str | None
   elif kind is None and (name in PIX2PIX_DATASETS or name in CYCLEGAN_DATASETS):
     kind = default_kind(name)
   layout = expected_layout(name, kind)
-  root = pathlib.Path(root)
+  paths.check_bucket(root, "--root")
+  remote = paths.is_remote(root)
+  root = paths.path(root)
   target = root / name
   try:
     counts = check_layout(target, layout)
@@ -215,7 +218,8 @@ def download(name: str, root: os.PathLike | str = "./datasets", kind: str | None
   except (ArchiveError, OSError):
     pass
   root.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+  # Unpacked beside the target (a rename moves it in), or on the local disk for a bucket (copied up).
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", dir=None if remote else root))
   try:
     archive = staging / "archive"
     _fetch(url, archive)
@@ -230,15 +234,21 @@ def download(name: str, root: os.PathLike | str = "./datasets", kind: str | None
   return target
 
 
-def _move_into(content: pathlib.Path, target: pathlib.Path) -> None:
-  """Moves every entry of `content` into `target`, refusing to overwrite what is there."""
+def _move_into(content: pathlib.Path, target) -> None:
+  """Moves every entry of `content` into `target` (copies it, into a bucket), refusing to overwrite
+  what is there."""
   entries = [p for p in content.iterdir() if p.name != "__MACOSX"]
   clashes = [str(target / p.name) for p in entries if (target / p.name).exists()]
   if clashes:
     raise FileExistsError(f"Not overwriting {', '.join(clashes)}: remove it to download again.")
   target.mkdir(parents=True, exist_ok=True)
   for p in entries:
-    shutil.move(str(p), str(target / p.name))
+    if not paths.is_remote(target):
+      shutil.move(str(p), str(target / p.name))
+    elif p.is_dir():
+      paths.copy_tree(paths.path(p), target / p.name)
+    else:
+      (target / p.name).write_bytes(p.read_bytes())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,15 +10,16 @@ averages and dropout is off. Neither mode changes the saved batch statistics.
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import linen as nn
 
-from gantx import data
+from gantx import conv, data, models, paths
 from gantx.data import builtin, images
 from gantx import metrics as metrics_lib
 
@@ -30,7 +31,9 @@ def make_translator(module: nn.Module, eval_mode: bool) -> Callable[[dict, dict,
 
   eval_mode=False (the official default): each image runs alone in train mode (batch norm with
   its own statistics, dropout from its key), so results do not depend on how images are batched.
-  eval_mode=True (official --eval): running averages, no dropout."""
+  eval_mode=True (official --eval): running averages, no dropout. The convolutions take
+  `conv.INFERENCE_RULES`' forms: no Winograd, within 1e-5 of PyTorch's outputs (BENCHMARKS.md)."""
+  module = models.with_rules(module, conv.INFERENCE_RULES)
 
   def one(params, stats, image, key):
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
@@ -113,9 +116,9 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
   return metrics, columns
 
 
-def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None = None, *, step: int | None = None,
+def evaluate_run(workdir: str | os.PathLike, output: str | os.PathLike | None = None, *, step: int | None = None,
                  num_test: int = 50, fid_weights: str | None = None, eval_mode: bool | None = None,
-                 replica: int | None = None) -> tuple[dict[str, float], pathlib.Path]:
+                 replica: int | None = None) -> tuple[dict[str, float], epath.Path]:
   """Evaluates a run's checkpoint (or replica `replica` of a seed study's) on the first `num_test`
   test images (official --num_test 50; fewer when the test set is smaller: metrics['num_test']).
 
@@ -138,8 +141,9 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
   metrics, columns = evaluate(config, state["params"], state["batch_stats"], eval_set, translators, key, fid_variables)
   metrics = {"step": step, "num_test": len(eval_set["A"]), "eval": bool(config.eval), **metrics}
 
-  run_dir = pathlib.Path(workdir) / (f"replica_{replica}" if replica is not None else "")
-  output = pathlib.Path(output) if output is not None else run_dir / "eval" / str(step)
+  run_dir = paths.path(workdir) / (f"replica_{replica}" if replica is not None else "")
+  output = paths.path(output) if output is not None else run_dir / "eval" / str(step)
+  paths.check_bucket(output, "--output")
   (output / "images").mkdir(parents=True, exist_ok=True)
   (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
   rows, header = [], []
@@ -153,6 +157,6 @@ def evaluate_run(workdir: str | pathlib.Path, output: str | pathlib.Path | None 
         cells.append(rel)
       rows.append((f"{i:04d} {name}", cells))
   summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-  writers.html_table(output / "index.html", f"{pathlib.Path(workdir).name} step {step}: {summary}",
+  writers.html_table(output / "index.html", f"{paths.path(workdir).name} step {step}: {summary}",
                      ["input", "output", "target"], rows)
   return metrics, output

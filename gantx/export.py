@@ -16,12 +16,12 @@ the generator was exported with eval_mode=True (running averages, no dropout).
 
 from __future__ import annotations
 
-import pathlib
+import os
 
 import jax
 import jax.numpy as jnp
 
-from gantx import evaluate
+from gantx import evaluate, paths
 from gantx.translate import Generator
 
 
@@ -42,10 +42,10 @@ def export_generator(gen: Generator, height: int, width: int, eval_mode: bool | 
   return jax.export.export(jax.jit(translate))(images, key_data)
 
 
-def save(exported: jax.export.Exported, path: str | pathlib.Path) -> None:
-  pathlib.Path(path).write_bytes(exported.serialize())
+def save(exported: jax.export.Exported, path: str | os.PathLike) -> None:
+  paths.path(path).write_bytes(exported.serialize())
 
 
-def load(path: str | pathlib.Path) -> jax.export.Exported:
+def load(path: str | os.PathLike) -> jax.export.Exported:
   """The exported generator; call it as `load(path).call(images, key_data)`."""
-  return jax.export.deserialize(bytearray(pathlib.Path(path).read_bytes()))
+  return jax.export.deserialize(bytearray(paths.path(path).read_bytes()))

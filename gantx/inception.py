@@ -306,7 +306,8 @@ def load_pt_inception(path: str | os.PathLike | None = None) -> dict:
       downloads it.
   """
   path = os.fspath(default_weights_path() if path is None else path)
-  if not os.path.isfile(path):
+  from gantx import paths  # pylint: disable=g-import-not-at-top
+  if not paths.path(path).is_file():
     raise FileNotFoundError(
         f"FID Inception weights not found at {path}. These are pytorch-fid's Inception-v3 weights "
         f"({WEIGHTS_FILE}, ~92 MB); gantx does not download anything. If you have used pytorch-fid, "

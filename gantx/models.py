@@ -86,13 +86,14 @@ class ConvTranspose(nn.Module):
   kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
   compute_dtype: str = "float32"
   conv_impl: str = "gemm"  # 'gemm' or 'xla' (Layers resolves config.conv_impl='auto')
+  rules: conv_lib.Rules = conv_lib.RULES
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (x.shape[-1], k, k, self.features), jnp.float32)
     y = conv_lib.conv_transpose(x, kernel, self.strides, self.padding, self.output_padding,
-                                dtype=self.compute_dtype, impl=self.conv_impl)
+                                dtype=self.compute_dtype, impl=self.conv_impl, rules=self.rules)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
@@ -111,12 +112,14 @@ class Conv(nn.Module):
   kernel_init: Callable[..., Array] = nn.initializers.normal(0.02)
   compute_dtype: str = "float32"
   conv_impl: str = "gemm"  # 'gemm' or 'xla' (Layers resolves config.conv_impl='auto')
+  rules: conv_lib.Rules = conv_lib.RULES
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
-    y = conv_lib.conv(x, kernel, self.strides, self.padding, dtype=self.compute_dtype, impl=self.conv_impl)
+    y = conv_lib.conv(x, kernel, self.strides, self.padding, dtype=self.compute_dtype, impl=self.conv_impl,
+                      rules=self.rules)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y
@@ -202,6 +205,7 @@ class Layers:
   init_gain: float = 0.02
   compute_dtype: str = "float32"  # of the convolutions' products; parameters and norms stay float32
   conv_impl: str = "gemm"  # 'gemm' or 'xla' (conv.resolve_conv_impl)
+  rules: conv_lib.Rules = conv_lib.RULES  # which form each layer takes under 'gemm' (`with_rules`)
 
   @property
   def use_bias(self) -> bool:
@@ -210,14 +214,13 @@ class Layers:
   def conv(self, features, kernel, stride, padding, bias=None, name=None):
     return Conv(features, kernel, stride, padding, use_bias=self.use_bias if bias is None else bias,
                 kernel_init=kernel_init(self.init_type, self.init_gain), compute_dtype=self.compute_dtype,
-                conv_impl=self.conv_impl, name=name)
+                conv_impl=self.conv_impl, rules=self.rules, name=name)
 
   def conv_transpose(self, features, kernel, output_padding=0, bias=None, name=None):
     return ConvTranspose(
         features, kernel, 2, 1, output_padding, use_bias=self.use_bias if bias is None else bias,
         kernel_init=kernel_init(self.init_type, self.init_gain, transposed=True), compute_dtype=self.compute_dtype,
-        conv_impl=self.conv_impl,
-        name=name)
+        conv_impl=self.conv_impl, rules=self.rules, name=name)
 
   def norm_layer(self, name):
     return Norm(self.norm, self.init_gain, name=name)
@@ -402,6 +405,12 @@ def define_D(config, input_nc: int) -> nn.Module:
   if config.netD == "pixel":
     return PixelDiscriminator(**common)
   raise ValueError(f"config.netD={config.netD!r} is not one of {config_lib.DISCRIMINATORS}.")
+
+
+def with_rules(module: nn.Module, rules: conv_lib.Rules) -> nn.Module:
+  """The same network (same variables) computing its convolutions by `rules`:
+  `conv.INFERENCE_RULES` for translating and evaluating, `conv.STUDY_RULES` for a study's step."""
+  return module.clone(layers=dataclasses.replace(module.layers, rules=rules))
 
 
 def size_multiple(netG: str) -> int:

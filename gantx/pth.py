@@ -30,6 +30,8 @@ from typing import Any, Mapping
 import ml_dtypes
 import numpy as np
 
+from gantx import paths
+
 # torch storage class name -> numpy dtype of its elements.
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -126,8 +128,8 @@ class _Unpickler(pickle.Unpickler):
     return self._load_storage(str(key), storage_type.dtype, int(numel))
 
 
-def _load_zip(path: str) -> Any:
-  with zipfile.ZipFile(path) as z:
+def _load_zip(path: str, f: io.BytesIO) -> Any:
+  with zipfile.ZipFile(f) as z:
     names = z.namelist()
     pkl = [n for n in names if n.endswith("data.pkl")]
     if not pkl:
@@ -144,33 +146,34 @@ def _load_zip(path: str) -> Any:
     return _Unpickler(io.BytesIO(z.read(pkl[0])), path, load_storage).load()
 
 
-def _load_legacy(path: str) -> Any:
-  with open(path, "rb") as f:
-    def read_pickle():
-      return _Unpickler(f, path, load_storage).load()
+def _load_legacy(path: str, f: io.BytesIO) -> Any:
+  """The legacy torch.save stream (torch < 1.6): pickles, then each storage's bytes, in order."""
+  f.seek(0)
+  def read_pickle():
+    return _Unpickler(f, path, load_storage).load()
 
-    storages: dict[str, _Storage] = {}
+  storages: dict[str, _Storage] = {}
 
-    def load_storage(key: str, dtype: np.dtype, numel: int) -> _Storage:
-      return storages.setdefault(key, _Storage(dtype, numel))
+  def load_storage(key: str, dtype: np.dtype, numel: int) -> _Storage:
+    return storages.setdefault(key, _Storage(dtype, numel))
 
-    try:
-      magic, protocol, sys_info = read_pickle(), read_pickle(), read_pickle()
-    except (pickle.UnpicklingError, EOFError) as e:
-      raise PthError(f"{path}: not a PyTorch file (neither a zip nor a legacy torch.save stream): {e}") from e
-    if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
-      raise PthError(f"{path}: not a PyTorch file (magic {magic!r}, protocol {protocol!r}).")
-    order = "<" if sys_info.get("little_endian", True) else ">"
-    obj = read_pickle()
-    for key in read_pickle():
-      storage = storages[str(key)]
-      (count,) = struct.unpack(order + "q", f.read(8))
-      nbytes = count * storage.dtype.itemsize
-      raw = f.read(nbytes)
-      if len(raw) != nbytes:
-        raise PthError(f"{path}: truncated (storage {key} holds {len(raw)} of {nbytes} bytes).")
-      storage.data = np.frombuffer(raw, dtype=storage.dtype.newbyteorder(order)).astype(storage.dtype, copy=False)
-    return obj
+  try:
+    magic, protocol, sys_info = read_pickle(), read_pickle(), read_pickle()
+  except (pickle.UnpicklingError, EOFError) as e:
+    raise PthError(f"{path}: not a PyTorch file (neither a zip nor a legacy torch.save stream): {e}") from e
+  if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
+    raise PthError(f"{path}: not a PyTorch file (magic {magic!r}, protocol {protocol!r}).")
+  order = "<" if sys_info.get("little_endian", True) else ">"
+  obj = read_pickle()
+  for key in read_pickle():
+    storage = storages[str(key)]
+    (count,) = struct.unpack(order + "q", f.read(8))
+    nbytes = count * storage.dtype.itemsize
+    raw = f.read(nbytes)
+    if len(raw) != nbytes:
+      raise PthError(f"{path}: truncated (storage {key} holds {len(raw)} of {nbytes} bytes).")
+    storage.data = np.frombuffer(raw, dtype=storage.dtype.newbyteorder(order)).astype(storage.dtype, copy=False)
+  return obj
 
 
 def _materialise(obj: Any) -> Any:
@@ -191,10 +194,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
   file) if it is not a PyTorch file, is truncated, or holds anything but tensors and containers.
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  file = paths.path(path)
+  if not file.is_file():
     raise FileNotFoundError(f"No such .pth file: {path}")
+  data = io.BytesIO(file.read_bytes())  # local or in a bucket
   try:
-    return _materialise(_load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path))
+    return _materialise(_load_zip(path, data) if zipfile.is_zipfile(data) else _load_legacy(path, data))
   except PthError as e:
     raise e if str(e).startswith(path) else PthError(f"{path}: {e}.") from e
   except (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, struct.error,
@@ -251,9 +256,11 @@ def save(state_dict: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     body += [_op_unicode(key), _tensor_pickle(str(i), array)]
   body += [pickle.SETITEMS, pickle.STOP]
   root = os.path.splitext(os.path.basename(os.fspath(path)))[0] or "archive"
-  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
     z.writestr(f"{root}/data.pkl", b"".join(body))
     z.writestr(f"{root}/byteorder", "little")
     for i, array in enumerate(arrays.values()):
       z.writestr(f"{root}/data/{i}", array.tobytes())
     z.writestr(f"{root}/version", "3\n")
+  paths.path(path).write_bytes(buffer.getvalue())

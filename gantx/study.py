@@ -23,17 +23,17 @@ A study's work directory:
 
 from __future__ import annotations
 
+import io
 import json
-import math
-import pathlib
-import shutil
+import os
 from typing import NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
-from gantx import checkpointing, seeds as seeds_lib, train as train_lib, writers
+from gantx import checkpointing, paths, seeds as seeds_lib, train as train_lib, writers
 
 # Fields of a run's config that do not change what it computes (paths, bookkeeping): runs may differ
 # in them and still be replicas of one study.
@@ -48,17 +48,17 @@ _BOOTSTRAP_SAMPLES = 10_000
 class Replica(NamedTuple):
   """One replica of a study: its seeds and the folder with its metrics.jsonl and samples/."""
   seeds: seeds_lib.Seeds
-  run_dir: pathlib.Path
+  run_dir: epath.Path
 
 
-def run_study(config, workdir: str | pathlib.Path, num_seeds: int, vary: tuple[str, ...]) -> None:
+def run_study(config, workdir: str | os.PathLike, num_seeds: int, vary: tuple[str, ...]) -> None:
   """Trains `num_seeds` replicas of `config` varying the seed streams `vary`, in `workdir`
   (resumed if it holds this study), then writes the report."""
   if num_seeds is None or num_seeds < 2:
     raise ValueError(f"--seeds {num_seeds}: a study has at least 2 replicas.")
   if not vary:
     raise ValueError(f"--vary is empty: vary one or more of {', '.join(seeds_lib.FACTORS)}.")
-  workdir = pathlib.Path(workdir)
+  workdir = paths.check_workdir(workdir)
   replicas = seeds_lib.vary(seeds_lib.from_config(config), tuple(vary), num_seeds)
   record = {"seeds": num_seeds, "vary": list(vary), "replicas": [s._asdict() for s in replicas]}
   existing = checkpointing.read_study(workdir)
@@ -84,7 +84,7 @@ def run_study(config, workdir: str | pathlib.Path, num_seeds: int, vary: tuple[s
 # ----------------------------------------------------------------------------- the report
 
 
-def _records(run_dir: pathlib.Path) -> list[dict]:
+def _records(run_dir: epath.Path) -> list[dict]:
   path = run_dir / "metrics.jsonl"
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: {run_dir} has logged nothing yet.")
@@ -128,7 +128,7 @@ def summarize(members: list[Replica]) -> dict:
           "summary": summary, "final": final}
 
 
-def _plot(members: list[Replica], path: pathlib.Path) -> None:
+def _plot(members: list[Replica], path: epath.Path) -> None:
   """study.png: every metric, then every loss, against the step: mean, +-1 std, every replica."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (only for this plot)
 
@@ -159,10 +159,12 @@ def _plot(members: list[Replica], path: pathlib.Path) -> None:
   if panels:
     axes.flat[0].legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=80)
+  path.write_bytes(buffer.getvalue())
 
 
-def _final_samples(members: list[Replica], output: pathlib.Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
+def _final_samples(members: list[Replica], output: epath.Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
   """Copies each replica's latest sample grids into output/samples/; (columns, rows) of the page."""
   (output / "samples").mkdir(parents=True, exist_ok=True)
   grids = []
@@ -180,8 +182,8 @@ def _final_samples(members: list[Replica], output: pathlib.Path) -> tuple[list[s
       if name in found:
         step, png = found[name]
         target = output / "samples" / f"replica_{k}_{png.name}"
-        if png.resolve() != target.resolve():
-          shutil.copyfile(png, target)
+        if os.fspath(png) != os.fspath(target):
+          target.write_bytes(png.read_bytes())
         cells.append(f"samples/{target.name}")
       else:
         cells.append("")
@@ -189,9 +191,9 @@ def _final_samples(members: list[Replica], output: pathlib.Path) -> tuple[list[s
   return names, rows
 
 
-def report(members: list[Replica], output: str | pathlib.Path) -> dict:
+def report(members: list[Replica], output: str | os.PathLike) -> dict:
   """Writes study.json, study.png and index.html for `members` into `output`; returns study.json."""
-  output = pathlib.Path(output)
+  output = paths.path(output)
   output.mkdir(parents=True, exist_ok=True)
   study = summarize(members)
   (output / "study.json").write_text(json.dumps(study, indent=1) + "\n")
@@ -222,11 +224,11 @@ def _comparable(config: dict) -> dict:
   return flat
 
 
-def report_from_runs(run_dirs: list[str], output: str | pathlib.Path) -> dict:
+def report_from_runs(run_dirs: list[str], output: str | os.PathLike) -> dict:
   """The study report of separate ordinary runs of one config (seeds trained as separate jobs).
   ValueError naming the field where two runs' configs differ in more than their seeds."""
   members, first = [], None
-  for d in map(pathlib.Path, run_dirs):
+  for d in map(paths.path, run_dirs):
     if checkpointing.read_study(d) is not None:
       raise ValueError(f"{d} is a study's work directory: its report is {d / 'index.html'} (study report takes runs).")
     config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else None
@@ -244,20 +246,20 @@ def report_from_runs(run_dirs: list[str], output: str | pathlib.Path) -> dict:
   if len(members) < 2:
     raise ValueError("study report needs at least 2 runs.")
   study = report(members, output)
-  print(f"Study report of {len(members)} runs: {pathlib.Path(output) / 'index.html'}")
+  print(f"Study report of {len(members)} runs: {paths.path(output) / 'index.html'}")
   return study
 
 
 # ----------------------------------------------------------------------------- one replica as a run
 
 
-def extract(workdir: str | pathlib.Path, replica: int, output: str | pathlib.Path) -> pathlib.Path:
+def extract(workdir: str | os.PathLike, replica: int, output: str | os.PathLike) -> epath.Path:
   """Writes replica `replica` of the study in `workdir` as an ordinary run directory `output` (its
   config with the replica's seeds, its logs and samples, the latest checkpoint's state, data
   position and log window): train.py continues it as if the replica had trained alone."""
   from gantx import data  # pylint: disable=g-import-not-at-top
 
-  workdir, output = pathlib.Path(workdir), pathlib.Path(output)
+  workdir, output = paths.path(workdir), paths.check_workdir(output)
   study = checkpointing.read_study(workdir)
   if study is None:
     raise ValueError(f"{workdir} is not a study's work directory ({checkpointing.STUDY_FILE} is missing).")
@@ -273,8 +275,8 @@ def extract(workdir: str | pathlib.Path, replica: int, output: str | pathlib.Pat
     source.close()
   if log is not None:
     log = {"window": [log["window"][replica]]}
-  shutil.copytree(workdir / f"replica_{replica}", output)
-  shutil.copyfile(workdir / "params.json", output / "params.json")
+  paths.copy_tree(workdir / f"replica_{replica}", output)
+  (output / "params.json").write_bytes((workdir / "params.json").read_bytes())
   (output / "config.json").write_text(config.to_json_best_effort(indent=2))
   target = checkpointing.Checkpointer(output / "checkpoints", config.max_checkpoints_to_keep)
   try:

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from gantx import allocator, checkpointing, data, evaluate, inception, models, parallel, schedules, seeds as seeds_lib
+from gantx import allocator, checkpointing, data, evaluate, inception, models, parallel, paths, schedules, seeds as seeds_lib
+from gantx import conv as conv_lib
 from gantx import state as state_lib, steps, writers
 from gantx import config as config_lib
 
@@ -87,12 +88,10 @@ def _check_resume_config(config, saved: dict) -> None:
                      "). Use another --workdir, or --config.allow_config_change=True to resume anyway.")
 
 
-def _log_param_counts(params: dict, workdir: pathlib.Path, write: bool) -> dict[str, int]:
+def _log_param_counts(params: dict) -> dict[str, int]:
   counts = {name: models.count_params(p) for name, p in params.items()}
   for name, n in counts.items():
     print(f"[Network {name}] Total number of parameters : {n / 1e6:.3f} M")
-  if write:
-    (workdir / "params.json").write_text(json.dumps(counts, indent=2))
   return counts
 
 
@@ -104,7 +103,7 @@ def use_compilation_cache(config) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # init compiles ~400 tiny eager ops
 
 
-def train_and_evaluate(config, workdir: str | pathlib.Path) -> state_lib.TrainState:
+def train_and_evaluate(config, workdir: str | os.PathLike) -> state_lib.TrainState:
   """Trains `config.model` for the configured steps, writing everything under `workdir`."""
   if checkpointing.read_study(workdir) is not None:
     raise ValueError(f"{workdir} is a seed study's work directory ({checkpointing.STUDY_FILE}): continue it with"
@@ -142,7 +141,44 @@ def _metric_line(values: list[dict[str, float]]) -> str:
   return "  ".join(f"{k} {s.mean():.4g} +- {s.std(ddof=1):.2g}" for k, s in stats.items()) + f" ({len(values)} replicas)"
 
 
-def run(config, workdir: str | pathlib.Path, replicas: list[seeds_lib.Seeds] | None = None,
+def initial_state(config, nets: state_lib.Networks, replicas: list[seeds_lib.Seeds] | None,
+                  image_hw: tuple[int, int], mesh) -> state_lib.TrainState:
+  """A fresh state placed on `mesh`: a run's (replicas=None, seeds from the config), replicated; or
+  a study's, one per seed set stacked on a leading axis sharded over 'seeds'. Built eagerly:
+  compiling init would cost ~15 s at full size for the same values."""
+  def init(seeds: seeds_lib.Seeds) -> state_lib.TrainState:
+    key, run_key = seeds_lib.state_keys(seeds)
+    return state_lib.init_state(config, nets, key, image_hw, run_key=run_key)
+
+  if replicas is None:
+    return parallel.place(init(seeds_lib.from_config(config)), parallel.replicated(mesh))
+  states = [init(s) for s in replicas]
+  return parallel.place(jax.tree.map(lambda *xs: jnp.stack(xs), *states), parallel.replica_sharding(mesh))
+
+
+def jitted_step(config, nets: state_lib.Networks, mesh, study: bool = False, shared_data: bool = True):
+  """(the jitted, donating train step over `mesh`, the batch sharding it takes).
+
+  A run's step takes the replicated state and a batch split over 'data'. A study's is the same
+  step under `jax.vmap` over the replica axis (sharded over 'seeds'): with `shared_data` one batch
+  for every replica (replicated over 'seeds'), else one per replica, shape (replicas, batch, ...);
+  its convolutions take `conv.STUDY_RULES`' forms (the same numbers up to rounding).
+  """
+  if study:  # no grouped convolutions under vmap (conv.STUDY_RULES)
+    nets = nets._replace(modules={n: models.with_rules(m, conv_lib.STUDY_RULES) for n, m in nets.modules.items()})
+  step_fn = steps.train_step_fn(config, nets, parallel.batch_sharding(mesh))
+  state_sharding, batch_sharding = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  if study:
+    step_fn = jax.vmap(step_fn, in_axes=(0, None if shared_data else 0), spmd_axis_name=parallel.SEEDS_AXIS)
+    state_sharding = parallel.replica_sharding(mesh)
+    if not shared_data:
+      batch_sharding = parallel.replica_batch_sharding(mesh)
+  step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, state_sharding),
+                 donate_argnums=0)
+  return step, batch_sharding
+
+
+def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | None = None,
         on_eval: Callable[[int], None] | None = None) -> state_lib.TrainState:
   """The loop: a run (`replicas=None`), or a study of len(replicas) replicas whose state has a
   leading replica axis and whose step is the run's step under `jax.vmap`.
@@ -153,7 +189,7 @@ def run(config, workdir: str | pathlib.Path, replicas: list[seeds_lib.Seeds] | N
   """
   config_lib.validate(config)
   use_compilation_cache(config)
-  workdir = pathlib.Path(workdir)
+  workdir = paths.check_workdir(workdir)  # a local path or gs://, in a bucket that exists
   lead = jax.process_index() == 0
   study = replicas is not None
   seed_sets = list(replicas) if study else [seeds_lib.from_config(config)]
@@ -188,21 +224,8 @@ def run(config, workdir: str | pathlib.Path, replicas: list[seeds_lib.Seeds] | N
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   nets = state_lib.build_networks(config, spe)
-
-  def init(seeds: seeds_lib.Seeds) -> state_lib.TrainState:
-    key, run_key = seeds_lib.state_keys(seeds)
-    return state_lib.init_state(config, nets, key, image_hw, run_key=run_key)
-
-  # Eager, then placed: compiling init would cost ~15 s at full size for the same values.
-  states = [init(s) for s in seed_sets]
-  _log_param_counts(states[0].params, workdir, lead)
-  if study:
-    state_sharding = parallel.replica_sharding(mesh)
-    state = parallel.place(jax.tree.map(lambda *xs: jnp.stack(xs), *states), state_sharding)
-  else:
-    state_sharding = parallel.replicated(mesh)
-    state = parallel.place(states[0], state_sharding)
-  del states
+  state = initial_state(config, nets, seed_sets if study else None, image_hw, mesh)
+  counts = _log_param_counts(jax.tree.map(lambda x: x[0], state.params) if study else state.params)
 
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep, len(iterators))
   start, saved_log = 0, None
@@ -212,16 +235,9 @@ def run(config, workdir: str | pathlib.Path, replicas: list[seeds_lib.Seeds] | N
     print(f"Resumed from {ckpt.directory / str(start)} at step {start}.")
   if lead:  # after the resume check: a refused config does not replace the run's record
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    (workdir / "params.json").write_text(json.dumps(counts, indent=2))
 
-  # The step: the run's, or under vmap for a study (the batch shared, or one per replica).
-  step_fn = steps.train_step_fn(config, nets, parallel.batch_sharding(mesh))
-  batch_sharding = parallel.batch_sharding(mesh)
-  if study:
-    step_fn = jax.vmap(step_fn, in_axes=(0, None if shared_data else 0), spmd_axis_name=parallel.SEEDS_AXIS)
-    if not shared_data:
-      batch_sharding = parallel.replica_batch_sharding(mesh)
-  train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=(state_sharding, state_sharding), donate_argnums=0)
+  train_step, batch_sharding = jitted_step(config, nets, mesh, study, shared_data)
 
   def next_batch():
     if not study:  # this process's rows of the global batch
@@ -376,7 +392,7 @@ def run(config, workdir: str | pathlib.Path, replicas: list[seeds_lib.Seeds] | N
   return state
 
 
-def _summary(config, workdir: pathlib.Path, run_dirs: list[pathlib.Path], step: int, total: int, epochs: int,
+def _summary(config, workdir, run_dirs: list, step: int, total: int, epochs: int,
              spe: int, study: bool) -> None:
   """Where a finished run's results are, and its last held-out metrics."""
   print(f"Finished step {step} of {total} (epoch {epoch_of(step, spe)}/{epochs}).")

@@ -19,7 +19,8 @@ and no dropout. Results do not depend on the batch size (in eval mode up to floa
 
 from __future__ import annotations
 
-import pathlib
+import os
+import posixpath
 from typing import Any, NamedTuple
 
 import jax
@@ -29,7 +30,7 @@ import numpy as np
 from flax import linen as nn
 from tqdm import tqdm
 
-from gantx import checkpointing, convert, evaluate, models, pth, writers
+from gantx import checkpointing, convert, evaluate, models, paths, pth, writers
 from gantx.data import preprocess, sources
 from gantx.data.images import BadImageError
 from gantx import config as config_lib
@@ -57,7 +58,7 @@ def generator_name(config, direction: str) -> str:
   return "G_A" if direction == "AtoB" else "G_B"
 
 
-def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int | None = None,
+def from_workdir(workdir: str | os.PathLike, direction: str = "AtoB", step: int | None = None,
                  replica: int | None = None) -> Generator:
   """The generator of a run (or of replica `replica` of a seed study) at checkpoint `step`
   (default the latest), read from its checkpoint."""
@@ -70,7 +71,7 @@ def from_workdir(workdir: str | pathlib.Path, direction: str = "AtoB", step: int
   return Generator(name, module, variables, config, in_nc, out_nc)
 
 
-def from_pth(path: str | pathlib.Path, config: ml_collections.ConfigDict | None = None) -> Generator:
+def from_pth(path: str | os.PathLike, config: ml_collections.ConfigDict | None = None) -> Generator:
   """An official generator `.pth` (e.g. `latest_net_G.pth` of a pretrained model).
 
   The architecture comes from the file's keys; `config` (default: the base config of the model
@@ -89,10 +90,10 @@ def from_pth(path: str | pathlib.Path, config: ml_collections.ConfigDict | None 
   return Generator(str(path), module, variables, config, detected["input_nc"], detected["output_nc"])
 
 
-def _out_name(path: str, root: pathlib.Path, used: set[str]) -> str:
+def _out_name(path: str, root: str, is_dir: bool, used: set[str]) -> str:
   """The image's path below the input folder, with '/' -> '_' (official: the file's basename)."""
-  rel = pathlib.Path(path).relative_to(root) if root.is_dir() else pathlib.Path(path).name
-  name = str(pathlib.Path(rel).with_suffix("")).replace("/", "_")
+  rel = posixpath.relpath(path, root) if is_dir else posixpath.basename(path)
+  name = posixpath.splitext(rel)[0].replace("/", "_")
   base, i = name, 1
   while name in used:
     name, i = f"{base}_{i}", i + 1
@@ -100,15 +101,15 @@ def _out_name(path: str, root: pathlib.Path, used: set[str]) -> str:
   return name
 
 
-def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.Path, *, batch_size: int = 8,
+def translate(gen: Generator, inputs: str | os.PathLike, output: str | os.PathLike, *, batch_size: int = 8,
               eval_mode: bool | None = None, seed: int | None = None, progress: bool = True,
               skip_bad_images: bool = False) -> tuple[list[dict[str, str]], dict[str, str]]:
   """Translates an image file, or every image under a folder, into `output` (see the module doc).
 
   Args:
     gen: the generator (`from_workdir` or `from_pth`).
-    inputs: an image file or a folder (searched recursively; official extensions).
-    output: the output folder (created); receives images/ and index.html.
+    inputs: an image file or a folder (searched recursively; official extensions); local or a bucket URL.
+    output: the output folder (created; local or a bucket URL); receives images/ and index.html.
     batch_size: images per forward pass (memory; results do not depend on it, up to float rounding in eval mode).
     eval_mode: None: the run's config.eval; else True/False as documented above.
     seed: the dropout key's seed (default the run's config.seed).
@@ -122,23 +123,26 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
     BadImageError naming the file, for the first bad file unless skip_bad_images.
   """
   config = gen.config
-  inputs, output = pathlib.Path(inputs), pathlib.Path(output)
+  inputs, output = paths.path(inputs), paths.path(output)
+  paths.check_bucket(inputs, "--input")
+  paths.check_bucket(output, "--output")
   if not inputs.exists():
     raise FileNotFoundError(f"Input {inputs} does not exist.")
-  paths = sources.single_folder(inputs) if inputs.is_dir() else (str(inputs),)  # all of them: no training cap
+  is_dir = inputs.is_dir()
+  files = sources.single_folder(inputs) if is_dir else (os.fspath(inputs),)  # all of them: no training cap
   eval_mode = config.eval if eval_mode is None else eval_mode
   run = evaluate.make_translator(gen.module, eval_mode)
   params, stats = gen.variables["params"], gen.variables.get("batch_stats", {})
   key = jax.random.key(config.seed if seed is None else seed)
   (output / "images").mkdir(parents=True, exist_ok=True)
   used: set[str] = set()
-  names = [_out_name(p, inputs, used) for p in paths]
+  names = [_out_name(p, os.fspath(inputs), is_dir, used) for p in files]
   multiple = models.size_multiple(config.netG)
-  rows: list[dict[str, str] | None] = [None] * len(paths)  # in input order, whatever the size groups
+  rows: list[dict[str, str] | None] = [None] * len(files)  # in input order, whatever the size groups
   skipped: dict[str, str] = {}
-  for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="translate", unit="batch"):
+  for start in tqdm(range(0, len(files), batch_size), disable=not progress, desc="translate", unit="batch"):
     images = {}  # position in the chunk -> image
-    for i, p in enumerate(paths[start:start + batch_size]):
+    for i, p in enumerate(files[start:start + batch_size]):
       try:
         images[i] = preprocess.load_image(p, config, gen.input_nc)
       except BadImageError as e:
@@ -156,7 +160,7 @@ def translate(gen: Generator, inputs: str | pathlib.Path, output: str | pathlib.
       out = np.asarray(run(params, stats, batch, keys))
       for j, i in enumerate(idx):
         name = names[start + i]
-        row = {"name": name, "input": paths[start + i], "real": f"images/{name}_real.png",
+        row = {"name": name, "input": files[start + i], "real": f"images/{name}_real.png",
                "fake": f"images/{name}_fake.png"}
         writers.save_image(images[i], output / row["real"])
         writers.save_image(out[j], output / row["fake"])

@@ -1,18 +1,23 @@
 """Run outputs: metrics as JSON lines and TensorBoard events, image grids as PNG, HTML pages.
 
 Only process 0 writes (a writer built with `enabled=False` does nothing), so a multi-host
-run produces one set of files. TensorBoard events come from tensorboardX: no TensorFlow.
+run produces one set of files. TensorBoard events come from tensorboardX: no TensorFlow. Every
+path may be in a bucket (`gantx.paths`): files are written whole through `epath`, and
+tensorboardX writes gs:// event files itself (google-cloud-storage, installed with gcsfs).
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
-import pathlib
+import os
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
+from gantx import paths
 from gantx.data import images
 
 
@@ -29,13 +34,20 @@ def image_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
   return grid
 
 
-def save_image(image: np.ndarray, path: str | pathlib.Path) -> None:
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+  """Writes `image` as a PNG file, local or in a bucket."""
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  paths.path(path).write_bytes(buffer.getvalue())
+
+
+def save_image(image: np.ndarray, path: str | os.PathLike) -> None:
   """Saves an (H, W, 1 or 3) image in [-1, 1] as an 8-bit PNG (grayscale or RGB)."""
   x = images.to_uint8(image)
-  Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x).save(path)
+  save_png(Image.fromarray(x[:, :, 0] if x.shape[-1] == 1 else x), path)
 
 
-def html_table(path: str | pathlib.Path, title: str, columns: list[str],
+def html_table(path: str | os.PathLike, title: str, columns: list[str],
                rows: list[tuple[str, list[str]]], refresh_s: int = 0, head_html: str = "") -> None:
   """Writes an HTML page like the official results/web pages: one row per entry (its name, then
   one image per column); image paths are relative to the page. `refresh_s` > 0 reloads it;
@@ -49,36 +61,36 @@ def html_table(path: str | pathlib.Path, title: str, columns: list[str],
     cells = "".join(f"<td><a href='{esc(i)}'><img src='{esc(i)}' style='max-width:256px'></a></td>" for i in files)
     lines.append(f"<tr><td>{esc(name)}</td>{cells}</tr>")
   lines.append("</table></body></html>")
-  pathlib.Path(path).write_text("\n".join(lines) + "\n")
+  paths.path(path).write_text("\n".join(lines) + "\n")
 
 
 class Writer:
   """Writes `metrics.jsonl`, TensorBoard events (`tb/`) and PNGs (`samples/`) under workdir."""
 
-  def __init__(self, workdir: str | pathlib.Path, enabled: bool = True):
-    self.workdir = pathlib.Path(workdir)
+  def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+    self.workdir = paths.path(workdir)
     self.enabled = enabled
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
       (self.workdir / "samples").mkdir(parents=True, exist_ok=True)
-      self._tb = SummaryWriter(str(self.workdir / "tb"))
+      self._tb = SummaryWriter(os.fspath(self.workdir / "tb"))
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     if not self.enabled:
       return
-    with open(self.workdir / "metrics.jsonl", "a") as f:
-      f.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+    paths.append_text(self.workdir / "metrics.jsonl",
+                      json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
     for k, v in values.items():
       self._tb.add_scalar(k, float(v), step)
 
-  def image(self, step: int, name: str, grid: np.ndarray) -> pathlib.Path | None:
+  def image(self, step: int, name: str, grid: np.ndarray) -> epath.Path | None:
     """Saves `samples/<name>_<step>.png`, logs it to TensorBoard and adds it to the training
     gallery `samples/index.html` (newest first, like the official web/index.html)."""
     if not self.enabled:
       return None
     path = self.workdir / "samples" / f"{name}_{step:07d}.png"
-    Image.fromarray(grid).save(path)
+    save_png(Image.fromarray(grid), path)
     self._tb.add_image(name, grid, step, dataformats="HWC")
     self._gallery()
     return path
@@ -93,7 +105,7 @@ class Writer:
     html_table(self.workdir / "samples" / "index.html", f"{self.workdir.name}: input | output | target",
                names, rows, refresh_s=60)
 
-  def loss_curves(self) -> pathlib.Path | None:
+  def loss_curves(self) -> epath.Path | None:
     """Plots every scalar of metrics.jsonl against the step into `losses.png` (the training loop
     rewrites it at every evaluation, as the official visualizer plots live)."""
     if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
@@ -122,7 +134,9 @@ class Writer:
       ax.axis("off")
     fig.tight_layout()
     path = self.workdir / "losses.png"
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    path.write_bytes(buffer.getvalue())
     return path
 
   def close(self) -> None:

@@ -1,5 +1,6 @@
 """Shared test set-up: tiny configs, and absl flags parsed (grain's multiprocess workers read them)."""
 
+import fcntl
 import os
 import pathlib
 import subprocess
@@ -13,6 +14,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gant
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# gs:// against the local GCS server of tests/test_buckets.py (read when these libraries are
+# imported): no credentials looked for, no gRPC bucket-type probe (a 60 s timeout per bucket).
+os.environ.setdefault("FSSPEC_GCS_TOKEN", "anon")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "test")
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
@@ -78,11 +84,17 @@ STORED_REFERENCES = pathlib.Path(HERE) / "references"
 
 
 @pytest.fixture(scope="session")
-def live_references(torch_python, tmp_path_factory):
-  """The PyTorch reference outputs computed now, by tests/make_references.py under torch_python."""
-  out = tmp_path_factory.mktemp("references")
-  subprocess.run([torch_python, os.path.join(HERE, "make_references.py"), str(out)], check=True,
-                 capture_output=True, timeout=600)
+def live_references(torch_python, tmp_path_factory, worker_id):
+  """The PyTorch reference outputs computed now, by tests/make_references.py under torch_python;
+  once per test run (the xdist workers share the folder of their run)."""
+  base = tmp_path_factory.getbasetemp()
+  shared = base if worker_id == "master" else base.parent
+  out = shared / "live_references"
+  with open(shared / "live_references.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (out / "manifest.json").exists():
+      subprocess.run([torch_python, os.path.join(HERE, "make_references.py"), str(out)], check=True,
+                     capture_output=True, timeout=600)
   return out
 
 

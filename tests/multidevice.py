@@ -5,7 +5,8 @@ on fixed random batches twice in one process, on a 1-device mesh and on a mesh o
 and saves both states, metrics and generator outputs after the first step and after the last
 (`one/1/...`, `all/STEPS/...`). `... train MODEL STEPS WORKDIR OUT.npz [SEED]` runs
 train_and_evaluate (each process of a multi-process run calls it) and saves the final state;
-`... study MODEL STEPS WORKDIR OUT.npz SEEDS BATCH` runs a seed study and saves its stacked state.
+`... study MODEL STEPS WORKDIR OUT.npz SEEDS BATCH` runs seed studies of each count in SEEDS ('8,4')
+and saves their stacked states.
 """
 
 import os
@@ -90,14 +91,17 @@ def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -
 
 
 def study(model: str, num_steps: int, workdir: str, out: str, seeds: str, batch_size: str) -> None:
-  """A study of `seeds` replicas (every stream varied) at a global batch of `batch_size` per replica."""
-  from gantx import study as study_lib
-  config = tiny_config(model, batch_size=int(batch_size), num_train_steps=num_steps, eval_every_steps=0,
-                       checkpoint_every_steps=num_steps)
-  study_lib.run_study(config, workdir, int(seeds), ("init", "data", "step"))
-  from gantx import checkpointing
-  results = flat(checkpointing.Checkpointer(f"{workdir}/checkpoints", 1).restore_arrays(num_steps), "state")
-  results["devices"] = np.array(jax.device_count())
+  """Studies of each replica count of `seeds` ('8,4'; every stream varied) at a global batch of
+  `batch_size` per replica, in WORKDIR/<count>; OUT holds each one's stacked state as <count>/state..."""
+  from gantx import checkpointing, study as study_lib
+  results = {}
+  for n in map(int, seeds.split(",")):
+    config = tiny_config(model, batch_size=int(batch_size), num_train_steps=num_steps, eval_every_steps=0,
+                         checkpoint_every_steps=num_steps)
+    study_lib.run_study(config, f"{workdir}/{n}", n, ("init", "data", "step"))
+    state = checkpointing.Checkpointer(f"{workdir}/{n}/checkpoints", 1).restore_arrays(num_steps)
+    results.update(flat(state, f"{n}/state"))
+    results[f"{n}/devices"] = np.array(jax.device_count())
   np.savez(out, **results)
 
 

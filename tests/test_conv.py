@@ -249,3 +249,79 @@ def test_bfloat16_winograd_layers_are_close_to_float32(kernel, stride, hw, tile)
 def test_compute_dtype_is_checked():
   with pytest.raises(ValueError, match="compute_dtype"):
     models.Conv(16, 3, compute_dtype="float16").init(jax.random.key(0), jnp.zeros((1, 4, 4, 16)))
+
+
+# --- the error of each form at full width, against float64
+
+def _conv_f64(x, w, s, p):
+  """NHWC x HWIO convolution (stride s, zero padding p) in float64, by numpy."""
+  x = np.pad(np.asarray(x, np.float64), ((0, 0), (p, p), (p, p), (0, 0)))
+  k = w.shape[0]
+  win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]  # (n, h, w, c, k, k)
+  return np.einsum("nhwcab,abcf->nhwf", win, np.asarray(w, np.float64))
+
+
+def _conv_transpose_f64(x, w, s, p, output_padding):
+  """PyTorch's ConvTranspose2d of NHWC x with w (in, k, k, out) in float64: out[s*i + a - p] += x[i] w[a]."""
+  n, h, wd, c = x.shape
+  k, f = w.shape[1], w.shape[-1]
+  oh, ow = (h - 1) * s - 2 * p + k + output_padding, (wd - 1) * s - 2 * p + k + output_padding
+  full = np.zeros((n, (h - 1) * s + k + output_padding, (wd - 1) * s + k + output_padding, f))
+  x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+  for a in range(k):
+    for b in range(k):
+      full[:, a:a + s * (h - 1) + 1:s, b:b + s * (wd - 1) + 1:s] += np.einsum("nhwc,cf->nhwf", x, w[:, a, b])
+  return full[:, p:p + oh, p:p + ow]
+
+
+# (what, kernel, stride, padding, in channels, out channels, input side, the training form, bound on
+# its error, the inference form): full-width layers of the official networks. Bounds: relative L2
+# error against float64, about 3x what was measured on 2026-12-04 (Winograd F(4, 3) and F(3, 4):
+# 3.2e-6 and 3.1e-6, F(3, 2): 6.8e-7, the direct forms 2-5.5e-7, as XLA's own convolution).
+FULL_WIDTH_LAYERS = [
+    ("ResNet block 3x3", 3, 1, 1, 256, 256, 64, "winograd", 1e-5, "native"),
+    ("PatchGAN stride-1 4x4", 4, 1, 1, 256, 512, 32, "winograd", 1e-5, "gemm"),
+    ("U-Net encoder stride-2 4x4", 4, 2, 1, 128, 256, 64, "winograd", 2e-6, "gemm"),
+    ("U-Net inner stride-2 4x4", 4, 2, 1, 512, 512, 8, "gemm", 1.5e-6, "gemm"),
+    ("ResNet downsampling stride-2 3x3", 3, 2, 1, 128, 256, 128, "gemm", 1.5e-6, "gemm"),
+    ("PatchGAN last layer, one filter", 4, 1, 1, 512, 1, 32, "one_filter", 1.5e-6, "one_filter"),
+    ("ResNet first layer 7x7", 7, 1, 3, 3, 64, 64, "native", 1.5e-6, "native"),
+]
+FULL_WIDTH_TRANSPOSED = [
+    ("U-Net 64x64 -> 128x128 level", 4, 0, 256, 64, 64, "winograd", 1.5e-6, "gemm"),
+    ("U-Net inner level", 4, 0, 1024, 512, 8, "gemm", 1.5e-6, "gemm"),
+    ("ResNet upsampling", 3, 1, 256, 128, 64, "gemm", 1.5e-6, "gemm"),
+]
+INFERENCE_BOUND = 1.5e-6  # no Winograd: as XLA's own float32 convolution (2.9-5.5e-7 here)
+
+
+def _rel(y, ref):
+  return float(np.linalg.norm(np.asarray(y, np.float64) - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("layer", FULL_WIDTH_LAYERS, ids=[layer[0] for layer in FULL_WIDTH_LAYERS])
+def test_full_width_convolution_errors(layer):
+  """Each form's float32 error at full width: Winograd's larger tiles round more (F(4, 3) and F(3, 4)
+  magnify by their +-2 points), the direct forms as XLA's convolution; inference takes no Winograd."""
+  _, k, s, p, c, f, side, training_form, bound, inference_form = layer
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (1, side, side, c)).astype(np.float32)
+  w = (rng.standard_normal((k, k, c, f)) / np.sqrt(k * k * c)).astype(np.float32)
+  ref = _conv_f64(x, w, s, p)
+  for rules, form, limit in ((conv.RULES, training_form, bound), (conv.INFERENCE_RULES, inference_form, INFERENCE_BOUND)):
+    assert conv.conv_form(x.shape, f, k, s, p, "float32", "gemm", rules)[0] == form
+    y = conv.conv(jnp.asarray(x), jnp.asarray(w), s, p, dtype="float32", impl="gemm", rules=rules)
+    assert _rel(y, ref) < limit, (form, _rel(y, ref))
+
+
+@pytest.mark.parametrize("layer", FULL_WIDTH_TRANSPOSED, ids=[layer[0] for layer in FULL_WIDTH_TRANSPOSED])
+def test_full_width_transposed_convolution_errors(layer):
+  _, k, op, c, f, side, training_form, bound, inference_form = layer
+  rng = np.random.default_rng(1)
+  x = rng.uniform(-1, 1, (1, side, side, c)).astype(np.float32)
+  w = (rng.standard_normal((c, k, k, f)) / np.sqrt(k * k * c / 4)).astype(np.float32)
+  ref = _conv_transpose_f64(x, w, 2, 1, op)
+  for rules, form, limit in ((conv.RULES, training_form, bound), (conv.INFERENCE_RULES, inference_form, INFERENCE_BOUND)):
+    assert conv.conv_transpose_form(x.shape, f, k, 2, op, "float32", "gemm", rules)[0] == form
+    y = conv.conv_transpose(jnp.asarray(x), jnp.asarray(w), 2, 1, op, dtype="float32", impl="gemm", rules=rules)
+    assert _rel(y, ref) < limit, (form, _rel(y, ref))

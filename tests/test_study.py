@@ -5,9 +5,9 @@ import hashlib
 import json
 import os
 import pathlib
-import random
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -129,8 +129,9 @@ def _split_conv_biases(a, b, instance_norm: bool):
 def test_a_study_equals_its_replicas_trained_alone_and_so_does_its_report(tmp_path, model):
   """Each replica of a study (every stream varied) against a run with its seeds: losses after each
   of 3 steps, parameters, batch statistics, Adam moments and pools after 1 and 3 steps, the held-out
-  metrics, all to float32 rounding (a vmapped convolution batches its products differently); and
-  `study report` of the runs gives the study's table."""
+  metrics, all to float32 rounding (a vmapped convolution batches its products differently);
+  `study report` of the runs gives the study's table; and (pix2pix) `study extract` gives a run
+  that continues as the replica alone."""
   from gantx import checkpointing, study as study_lib
   config = _study_config(model, 3)
   study_lib.run_study(config, tmp_path / "study", 2, VARY_ALL)
@@ -165,6 +166,8 @@ def test_a_study_equals_its_replicas_trained_alone_and_so_does_its_report(tmp_pa
   for name, s in studied["final"].items():
     for stat in ("mean", "std", "min", "max"):
       np.testing.assert_allclose(reported["final"][name][stat], s[stat], rtol=1e-3, atol=1e-5, err_msg=f"{name} {stat}")
+  if model == "pix2pix":
+    _check_extract_continues_as_the_replica_alone(tmp_path, config, tmp_path / "study", tmp_path / "solo1", 1, 3)
   for page in ("study.png", "index.html", "study.json"):
     assert (tmp_path / "report" / page).stat().st_size > 500 and (tmp_path / "study" / page).stat().st_size > 500
   page = (tmp_path / "study" / "index.html").read_text()
@@ -216,34 +219,27 @@ def _study_cli(tmp_path, *args, steps=4, model="pix2pix"):
   return [sys.executable, "-m", "gantx", "study", f"--config={config_file}", *args]
 
 
-def test_a_study_killed_at_random_moments_ends_bitwise_as_an_unbroken_one(tmp_path):
-  """SIGKILL twice (no handler runs), then restarts; also 2 + 2 steps in two invocations: the stacked
-  state and every replica's log equal the straight study's, bit for bit."""
+def test_a_study_killed_and_restarted_ends_bitwise_as_an_unbroken_one(tmp_path):
+  """N steps, SIGKILL (no handler runs) once checkpoint 2 exists, a restart, N more: the stacked
+  state and every replica's log equal the unbroken study's, bit for bit."""
   from gantx import checkpointing
-  straight = _study_cli(tmp_path, f"--workdir={tmp_path / 'straight'}", "--seeds=2", "--vary=init,data,step")
-  subprocess.run(straight, cwd=REPO, check=True, capture_output=True, timeout=600)
-  killed = _study_cli(tmp_path, f"--workdir={tmp_path / 'killed'}", "--seeds=2", "--vary=init,data,step")
-  rng = random.Random(0)
-  for _ in range(2):
-    proc = subprocess.Popen(killed, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(4.0, 9.0))
-    proc.kill()
-    proc.wait()
+  args = ("--seeds=2", "--vary=init,data,step")
+  subprocess.run(_study_cli(tmp_path, f"--workdir={tmp_path / 'straight'}", *args), cwd=REPO, check=True,
+                 capture_output=True, timeout=600)
+  killed = _study_cli(tmp_path, f"--workdir={tmp_path / 'killed'}", *args)
+  proc = subprocess.Popen(killed, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "2").is_dir():
+    time.sleep(0.01)
+  proc.kill()
+  assert proc.wait() == -signal.SIGKILL, "the study ended before it was killed"
   subprocess.run(killed, cwd=REPO, check=True, capture_output=True, timeout=600)
-  halves = _study_cli(tmp_path, f"--workdir={tmp_path / 'halves'}", "--seeds=2", "--vary=init,data,step", steps=2)
-  subprocess.run(halves, cwd=REPO, check=True, capture_output=True, timeout=600)
-  subprocess.run(_study_cli(tmp_path, f"--workdir={tmp_path / 'halves'}", "--seeds=2", "--vary=init,data,step"),
-                 cwd=REPO, check=True, capture_output=True, timeout=600)
   want = _arrays(checkpointing.Checkpointer(tmp_path / "straight" / "checkpoints", 1, 2).restore_arrays(4))
-  for other in ("killed", "halves"):
-    got = _arrays(checkpointing.Checkpointer(tmp_path / other / "checkpoints", 1, 2).restore_arrays(4))
-    for x, y in zip(got, want):
-      np.testing.assert_array_equal(x, y)
-    for k in range(2):  # (the 2-step invocation evaluated at its last step: only the losses compare)
-      a, b = _losses(tmp_path / other / f"replica_{k}"), _losses(tmp_path / "straight" / f"replica_{k}")
-      assert a.keys() == b.keys()
-      for step in a:
-        assert {n: v for n, v in a[step].items() if n in b[step]} == b[step], (other, k, step)
+  got = _arrays(checkpointing.Checkpointer(tmp_path / "killed" / "checkpoints", 1, 2).restore_arrays(4))
+  for x, y in zip(got, want):
+    np.testing.assert_array_equal(x, y)
+  for k in range(2):
+    assert _losses(tmp_path / "killed" / f"replica_{k}") == _losses(tmp_path / "straight" / f"replica_{k}")
 
 
 def test_bad_study_input_is_one_line(tmp_path):
@@ -269,33 +265,32 @@ def test_bad_study_input_is_one_line(tmp_path):
   one_line(_study_cli(tmp_path, f"--workdir={study}", "--seeds=3", "--vary=step", steps=1), "holds a study of other seeds")
 
 
-def test_extract_gives_a_run_that_train_continues_as_the_replica_alone(tmp_path):
-  """The extracted run holds the replica's state bit for bit; train.py continues it exactly as it
-  continues a run of the replica's seeds whose state at that step is the replica's."""
+def _check_extract_continues_as_the_replica_alone(tmp_path, config, study_dir, solo_dir, replica: int, step: int):
+  """`study extract`: the run it writes holds the replica's state bit for bit, and train.py continues
+  it exactly as it continues the replica's own run (`solo_dir`: same seeds, so same data position and
+  key) whose state at that step is set to the replica's."""
   from gantx import checkpointing, study as study_lib
-  config = _study_config("cycle_gan", 2)
-  study_lib.run_study(config, tmp_path / "study", 2, ("data", "step"))
-  study_lib.extract(tmp_path / "study", 1, tmp_path / "one")
-  _, _, replica = checkpointing.load_run(tmp_path / "study", replica=1)
-  _, step, extracted = checkpointing.load_run(tmp_path / "one")
-  assert step == 2
-  for x, y in zip(_arrays(extracted), _arrays(replica)):
+  study_lib.extract(study_dir, replica, tmp_path / "extracted")
+  _, _, state = checkpointing.load_run(study_dir, step, replica=replica)
+  _, saved_step, extracted = checkpointing.load_run(tmp_path / "extracted")
+  assert saved_step == step
+  for x, y in zip(_arrays(extracted), _arrays(state)):
     np.testing.assert_array_equal(x, y)
-  solo = seeds.with_seeds(config, seeds.Seeds(0, 1, 1))
-  train_lib.train_and_evaluate(solo, tmp_path / "alone")  # the replica's data stream and key, to step 2
-  shutil.rmtree(tmp_path / "alone" / "checkpoints" / "1")
-  ckpt = checkpointing.Checkpointer(tmp_path / "alone" / "checkpoints", 5)
+  solo = seeds.with_seeds(config, seeds.Seeds(replica, replica, replica))
+  alone = tmp_path / "alone"
+  shutil.copytree(solo_dir, alone)
+  ckpt = checkpointing.Checkpointer(alone / "checkpoints", 5)
   it = data.make_train_iterator(solo)
-  ckpt.restore_extra(2, "data", it)
-  shutil.rmtree(tmp_path / "alone" / "checkpoints" / "2")
+  ckpt.restore_extra(step, "data", it)
   ckpt.close()
-  ckpt = checkpointing.Checkpointer(tmp_path / "alone" / "checkpoints", 5)
-  ckpt.save(2, replica, [it], solo)  # the replica's state, from the study
+  for p in (alone / "checkpoints").iterdir():
+    shutil.rmtree(p)
+  ckpt = checkpointing.Checkpointer(alone / "checkpoints", 5)
+  ckpt.save(step, state, [it], solo)  # the replica's state, from the study
   ckpt.close()
-  solo.num_train_steps = 4
-  continued = train_lib.train_and_evaluate(solo, tmp_path / "one")
-  alone = train_lib.train_and_evaluate(solo, tmp_path / "alone")
-  for x, y in zip(_arrays(continued), _arrays(alone)):
+  solo.num_train_steps = step + 1
+  continued = train_lib.train_and_evaluate(solo, tmp_path / "extracted")
+  for x, y in zip(_arrays(continued), _arrays(train_lib.train_and_evaluate(solo, alone))):
     np.testing.assert_array_equal(x, y)
 
 
@@ -308,15 +303,19 @@ def test_eight_devices_equal_one_device_for_eight_and_for_four_replicas(tmp_path
   """8 simulated devices holding a replica each (mesh seeds 8 x data 1), and 4 replicas that are
   2-way data parallel each (seeds 4 x data 2), equal one device to float32 rounding. Replica k's
   seeds do not depend on N, so the 4-replica study is the first half of the 8-replica one."""
-  def study(devices, num_seeds):
-    out = tmp_path / f"d{devices}s{num_seeds}.npz"
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    subprocess.run([sys.executable, "tests/multidevice.py", "study", "pix2pix", "2", str(tmp_path / out.stem), str(out),
-                    str(num_seeds), "2"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
-    return np.load(out)
-  one, eight, four = study(1, 8), study(8, 8), study(8, 4)
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  subprocess.run([sys.executable, "tests/multidevice.py", "study", "pix2pix", "2", str(tmp_path / "d8"),
+                  str(tmp_path / "d8.npz"), "8,4", "2"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+  both = np.load(tmp_path / "d8.npz")
+  eight, four = ({k[len(p):]: both[k] for k in both.files if k.startswith(p)} for p in ("8/", "4/"))
+  from gantx import checkpointing, study as study_lib
+  from multidevice import flat
+  config = tiny_config("pix2pix", batch_size=2, num_train_steps=2, eval_every_steps=0, checkpoint_every_steps=2)
+  study_lib.run_study(config, tmp_path / "one_device", 8, ("init", "data", "step"))  # this process: one device
+  one = {**flat(checkpointing.Checkpointer(tmp_path / "one_device" / "checkpoints", 1).restore_arrays(2), "state"),
+         "devices": np.array(jax.device_count())}
   assert int(eight["devices"]) == 8 and int(one["devices"]) == 1
-  params = [k for k in one.files if k.startswith("state['params']")]
+  params = [k for k in one if k.startswith("state['params']")]
   assert params and all(four[k].shape[0] == 4 and one[k].shape[0] == 8 for k in params)
   for other, n in ((eight, 8), (four, 4)):
     for net in ("G", "D"):  # each network's parameters, relative to their L2 norm
@@ -324,7 +323,7 @@ def test_eight_devices_equal_one_device_for_eight_and_for_four_replicas(tmp_path
       x = np.concatenate([other[k].reshape(n, -1) for k in keys], axis=1).astype(np.float64)
       y = np.concatenate([one[k][:n].reshape(n, -1) for k in keys], axis=1).astype(np.float64)
       assert np.linalg.norm(x - y) <= 1e-5 * np.linalg.norm(y), (net, n, np.linalg.norm(x - y) / np.linalg.norm(y))
-    for k in one.files:
+    for k in one:
       if not k.startswith("state") or k in params:
         continue
       if one[k].dtype.kind == "f":  # batch statistics, Adam moments: small sums of cancelling terms

@@ -9,12 +9,14 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
-import pathlib
 import time
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
+
+from gantx import paths
 
 # The extensions the official loaders accept (compared case-insensitively).
 IMG_EXTENSIONS = ("jpg", "jpeg", "png", "ppm", "bmp", "tif", "tiff")
@@ -26,10 +28,10 @@ class BadImageError(ValueError):
 
 
 
-def list_images(folder: os.PathLike | str) -> list[pathlib.Path]:
-  """All image files under `folder` (recursively), sorted by path, as the official loaders read them."""
-  folder = pathlib.Path(folder)
-  found = [p for p in folder.rglob("*") if p.suffix[1:].lower() in IMG_EXTENSIONS and p.is_file()]
+def list_images(folder: os.PathLike | str) -> list[epath.Path]:
+  """All image files under `folder` (recursively; local or in a bucket), sorted by path, as the
+  official loaders read them."""
+  found = [p for p in paths.walk_files(paths.path(folder)) if p.suffix[1:].lower() in IMG_EXTENSIONS]
   return sorted(found, key=str)
 
 
@@ -66,7 +68,7 @@ def _decode_sized(path: os.PathLike | str, reduced: bool) -> tuple[Image.Image, 
   every byte of the entropy-coded data is still read, so truncation and corruption are found, but
   the inverse DCT is mostly skipped), so the image is smaller than the file's size then."""
   try:
-    with Image.open(path) as image:
+    with paths.path(path).open("rb") as f, Image.open(f) as image:
       size = image.size
       if reduced:
         image.draft(None, (1, 1))  # the smallest scale the decoder offers; a no-op except for JPEG
@@ -88,14 +90,15 @@ def decode(path: os.PathLike | str) -> Image.Image:
 
 def _aligned_problem(w: int, h: int) -> str | None:
   """Why a w x h file is not an A|B pair, or None."""
-  if w % 2 or w < 2:  # upstream splits at int(w / 2) whatever w is; an odd w gives A and B unequal sizes
-    return (f"is {w}x{h} (width x height): an aligned (pix2pix) image must be A|B side by side, with an"
-            " even width (combine A and B with datasets/combine_A_and_B.py of upstream)")
+  if w < 2:
+    return (f"is {w}x{h} (width x height): an aligned (pix2pix) image must be A|B side by side (combine A"
+            " and B with datasets/combine_A_and_B.py of upstream)")
   return None
 
 
 def split_aligned(image: Image.Image, path: os.PathLike | str) -> tuple[Image.Image, Image.Image]:
-  """Splits an A|B image at int(w / 2) into its left (A) and right (B) halves."""
+  """Splits an A|B image at int(w / 2), as upstream: A is the left int(w / 2) columns, B the rest (one
+  column wider than A when w is odd; the bad-file check lists such files in one warning)."""
   w, h = image.size
   if (why := _aligned_problem(w, h)) is not None:
     raise BadImageError(f"{path} {why}.")
@@ -123,27 +126,30 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _inspect(path: str, aligned: bool) -> tuple[tuple[int, int] | None, str | None]:
-  """Decodes `path` once: ((w, h) of its example image (one half if aligned), None), or (None, why)."""
+def _inspect(path: str, aligned: bool) -> tuple[tuple[int, int] | None, str | None, bool]:
+  """Decodes `path` once: ((w, h) of its example image (A's half if aligned), None, odd width), or
+  (None, why, False)."""
   try:
     _, (w, h) = _decode_sized(path, reduced=True)
   except BadImageError as e:
-    return None, f"cannot decode ({type(e.__cause__).__name__}: {e.__cause__})"
+    return None, f"cannot decode ({type(e.__cause__).__name__}: {e.__cause__})", False
   if aligned:
     if (why := _aligned_problem(w, h)) is not None:
-      return None, why
-    w //= 2
-  return (w, h), None
+      return None, why, False
+    return (w // 2, h), None, bool(w % 2)
+  return (w, h), None, False
 
 
 @functools.lru_cache(maxsize=8)
 def bad_files(lists: tuple[tuple[str, ...], ...], aligned: bool, prep: Any, test: bool,
-               signature: tuple) -> dict[str, str]:
-  """{path: reason} for every file of `lists` that cannot be used, in order; cached per process.
+              signature: tuple) -> tuple[dict[str, str], tuple[str, ...]]:
+  """({path: reason} for every file of `lists` that cannot be used, the aligned files of odd width),
+  in order; cached per process.
 
   Each file is decoded once, in threads (PIL releases the GIL while decoding). A file that decodes
   is still bad if `prep` cannot turn it into an example of the data set's one shape: smaller than
-  the crop, or, for 'none' and 'scale_width', another shape than the first good file's.
+  the crop, or, for 'none' and 'scale_width', another shape than the first good file's. An aligned
+  file of odd width is used as upstream uses it (`split_aligned`), and named.
   `signature` (file sizes and times) only makes a changed file invalidate the cache.
   """
   del signature
@@ -151,16 +157,18 @@ def bad_files(lists: tuple[tuple[str, ...], ...], aligned: bool, prep: Any, test
   start = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor() as pool:
     found = list(pool.map(functools.partial(_inspect, aligned=aligned), paths))
-  bad, hw = {}, prep.crop_hw if prep.crops else None
-  for path, (size, why) in zip(paths, found):
+  bad, odd, hw = {}, [], prep.crop_hw if prep.crops else None
+  for path, (size, why, odd_width) in zip(paths, found):
     if why is None:
       hw = hw or prep.output_hw(size, test)  # 'none', 'scale_width': the first good file's shape
       why = prep.problem(size, hw, test)
     if why is not None:
       bad[path] = why
+    elif odd_width:
+      odd.append(path)
   print(f"Checked {len(paths)} image files under {os.path.commonpath(paths)} in {time.perf_counter() - start:.1f} s"
         f" (config.data.check_images): {len(bad) or 'none'} bad.", flush=True)
-  return bad
+  return bad, tuple(odd)
 
 
 def stat_signature(path: str) -> tuple[int, int] | None:

@@ -55,7 +55,12 @@ class Examples:
 
   def _pair(self, index: int) -> tuple[Image.Image, Image.Image]:
     left, right = self.source.pair(index)
-    return self._check(left, self.source.name(index)), right  # the two halves have one size
+    if right.size != left.size and self.prep.mode not in ("crop", "resize_and_crop"):
+      # An aligned file of odd width: B is one column wider. 'crop' cuts both at one offset and
+      # 'resize_and_crop' resizes both to load_size, as upstream; the modes that keep the image's
+      # aspect would give B another shape, so B takes A's size first.
+      right = right.resize(left.size, Image.Resampling.BICUBIC)
+    return self._check(left, self.source.name(index)), right
 
   def _unpaired(self, index: int, b_index: int) -> tuple[Image.Image, Image.Image]:
     src, i = self.source, index % self.source.len_a

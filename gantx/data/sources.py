@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pathlib
 from typing import Any, Protocol
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from gantx import download  # the command that fetches a missing data set (download imports images, not this)
+from gantx import paths
 from gantx.data import builtin, images
 from gantx.data.images import IMG_EXTENSIONS, BadImageError, decode, list_images, split_aligned
 from gantx.data.preprocess import Preprocess
@@ -29,7 +30,7 @@ from gantx.data.preprocess import Preprocess
 @dataclasses.dataclass(frozen=True)
 class AlignedFolder:
   """The official 'aligned' mode: every image under `folder` is an A|B pair."""
-  folder: pathlib.Path
+  folder: epath.Path
   paths: tuple[str, ...]
 
   def __len__(self) -> int:
@@ -121,36 +122,39 @@ def is_paired(config) -> bool:
   return config.model != "cycle_gan"
 
 
-def _dataset_dir(config) -> pathlib.Path:
-  """`<data.root>/<data.name>`; FileNotFoundError with the download command if it is missing."""
+def _dataset_dir(config) -> epath.Path:
+  """`<data.root>/<data.name>` (local or in a bucket); FileNotFoundError with the download command
+  if it is missing."""
   root, name = config.data.root, config.data.name
-  path = pathlib.Path(root) / name
+  paths.check_bucket(root, "config.data.root")
+  path = paths.path(root) / name
   if not path.is_dir():
     kind = "pix2pix" if is_paired(config) else "cyclegan"
+    where = "" if paths.is_remote(path) else f" ({os.path.abspath(path)})"
     raise FileNotFoundError(
-        f"Data set folder {path} ({path.resolve()}) does not exist (config.data.root={root!r},"
+        f"Data set folder {path}{where} does not exist (config.data.root={root!r},"
         f" config.data.name={name!r})."
         f" Get it with: {download.download_command(name, root, kind)}")
   return path
 
 
-def _images_in(folder: pathlib.Path, cap: int | None, hint: str = "") -> tuple[str, ...]:
+def _images_in(folder: epath.Path, cap: int | None, hint: str = "") -> tuple[str, ...]:
   """Sorted image paths under `folder`, capped; FileNotFoundError naming the folder if none."""
   if not folder.is_dir():
     parent = folder.parent
     present = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else None
     where = f"{parent} holds: {present or 'nothing'}" if present is not None else f"{parent} does not exist either"
     raise FileNotFoundError(f"Folder {folder} not found ({where}).{hint}")
-  paths = [str(p) for p in list_images(folder)]
-  if not paths:
+  found = [str(p) for p in list_images(folder)]
+  if not found:
     raise FileNotFoundError(f"No images ({', '.join(IMG_EXTENSIONS)}) in folder {folder}.{hint}")
-  return tuple(paths[:cap])
+  return tuple(found[:cap])
 
 
 def single_folder(path: os.PathLike | str, max_images: int | None = None) -> tuple[str, ...]:
   """The official 'single' mode: the sorted image files under `path` (recursively), the first
   `max_images` of them (None: all); FileNotFoundError naming the folder if it holds none."""
-  return _images_in(pathlib.Path(path), max_images)
+  return _images_in(paths.path(path), max_images)
 
 
 def _aligned_folder(config, phase: str) -> AlignedFolder:
@@ -184,7 +188,7 @@ def _tfds_unpaired(config, phase: str) -> TfdsUnpaired:
     try:
       source = tfds.data_source(name, split=split, data_dir=root, download=False)
     except Exception as e:  # tfds raises many types for "not prepared"
-      prepared = pathlib.Path(root) / name
+      prepared = paths.path(root) / name
       why = f"{e}" if prepared.is_dir() else f"there is no prepared data set at {prepared}."
       raise FileNotFoundError(
           f"tfds could not open {name} split {split} in data_dir {root!r} (config.data.root): {why}"
@@ -251,7 +255,11 @@ def checked(config, lists: tuple[tuple[str, ...], ...], aligned: bool, test: boo
   if not (config.data.check_images or config.data.skip_bad_images):
     return lists
   signature = tuple(images.stat_signature(p) for paths in lists for p in paths)
-  bad = images.bad_files(lists, aligned, Preprocess.from_config(config), test, signature)
+  bad, odd = images.bad_files(lists, aligned, Preprocess.from_config(config), test, signature)
+  if odd:
+    images.print_once(f"{len(odd)} aligned image file{'s have' if len(odd) > 1 else ' has'} an odd width; as upstream,"
+                      " A is the left int(w / 2) columns and B the rest, one column wider:\n"
+                      + "\n".join(f"  {path}" for path in odd))
   if not bad:
     return lists
   total = sum(len(paths) for paths in lists)
