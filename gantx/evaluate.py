@@ -73,13 +73,14 @@ def _targets_labels(config, target_key: str) -> bool:
 
 def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.ndarray],
              translators: dict[str, Callable], key: Array, fid_variables: dict | None = None,
-             ) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+             ) -> tuple[dict[str, float], dict[str, list[tuple[str, np.ndarray]]]]:
   """Translates the eval set with every generator.
 
   Args:
     params, batch_stats: net name -> variables (a TrainState's fields, or a restored checkpoint's).
     translators: generator name -> `make_translator(...)`.
-    key: dropout key (official test-time mode); generator i uses fold_in(key, i).
+    key: dropout key (official test-time mode); translation pass i uses fold_in(key, i): the
+      generators' outputs 0, 1, then CycleGAN's reconstructions 2, 3 and identity passes 4, 5.
     fid_variables: FID Inception variables (`inception.load_pt_inception`); None skips FID and KID.
   Returns (metrics, columns). metrics has, for each generator G:
   - `L1_<G>`, `PSNR_<G>`, `SSIM_<G>` (means over images; `gantx.metrics`): when the eval set is
@@ -88,16 +89,27 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
   - `class_acc_<G>`: on built-in data, for the generator that draws label maps, the
     per-class accuracy of its output read as labels (nearest palette colour), as the papers'
     photo -> labels FCN score. A uniform or majority-class output scores about 1/6.
-  columns maps each generator to [input, output, target] arrays for a sample grid.
+  and for CycleGAN, which needs no aligned targets (unpaired test sets have none):
+  - `cycle_L1_A` = mean |G_B(G_A(a)) - a|, `cycle_L1_B` = mean |G_A(G_B(b)) - b| (the cycle
+    losses without their lambdas);
+  - `idt_L1_A` = mean |G_A(b) - b|, `idt_L1_B` = mean |G_B(a) - a| when lambda_identity > 0
+    (the identity losses' L1, named as the official idt_A, idt_B).
+  columns maps each generator to labelled (N, H, W, C) arrays for a sample grid, as the official
+  visuals: real_A, fake_B, [rec_A (CycleGAN)], [real_B (the target, when aligned)].
   """
-  metrics, columns = {}, {}
-  for i, (name, src, dst) in enumerate(directions(config)):
+  def run(name: str, images: np.ndarray, i: int) -> np.ndarray:
+    keys = jax.random.split(jax.random.fold_in(key, i), len(images))
+    return np.asarray(translators[name](jax.device_get(params[name]), jax.device_get(batch_stats.get(name, {})),
+                                        jnp.asarray(images), keys))
+
+  aligned = bool(eval_set["aligned"])
+  metrics, columns, outputs = {}, {}, {}
+  gens = directions(config)
+  for i, (name, src, dst) in enumerate(gens):
     n = len(eval_set[src])
-    keys = jax.random.split(jax.random.fold_in(key, i), n)
-    out = np.asarray(translators[name](jax.device_get(params[name]), jax.device_get(batch_stats.get(name, {})),
-                                       jnp.asarray(eval_set[src]), keys))
+    out = outputs[name] = run(name, eval_set[src], i)
     target = eval_set[dst]
-    if bool(eval_set["aligned"]) and n:
+    if aligned and n:
       metrics[f"L1_{name}"] = float(np.mean(metrics_lib.l1(out, target)))
       metrics[f"PSNR_{name}"] = float(np.mean(np.minimum(metrics_lib.psnr(out, target), 100.0)))
       if min(out.shape[1:3]) >= 11:
@@ -112,8 +124,35 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       pred = builtin.labels_from_palette(images.to_uint8(out))
       truth = builtin.labels_from_palette(images.to_uint8(target))
       metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(builtin.LABEL_PALETTE))
-    columns[name] = [eval_set[src], out, target]
+    columns[name] = [(f"real_{src}", eval_set[src]), (f"fake_{dst}", out)]
+  if config.model == "cycle_gan":
+    for i, (name, src, dst) in enumerate(gens):
+      back = gens[1 - i][0]  # G_B for G_A's outputs, G_A for G_B's
+      if len(eval_set[src]):
+        rec = run(back, outputs[name], 2 + i)
+        metrics[f"cycle_L1_{src}"] = float(np.mean(metrics_lib.l1(rec, eval_set[src])))
+        columns[name].append((f"rec_{src}", rec))
+      if config.lambda_identity > 0 and len(eval_set[dst]):
+        idt = run(name, eval_set[dst], 4 + i)  # G_A(b) ~ b: the official idt_A
+        metrics[f"idt_L1_{src}"] = float(np.mean(metrics_lib.l1(idt, eval_set[dst])))
+  if aligned:
+    for name, src, dst in gens:
+      columns[name].append((f"real_{dst}", eval_set[dst]))
   return metrics, columns
+
+
+def column_titles(columns: list[tuple[str, np.ndarray]]) -> list[str]:
+  """Titles of a generator's labelled columns: input, output, [reconstruction], [target]."""
+  titles = {"fake": "output", "rec": "reconstruction", "real": "target"}
+  return ["input"] + [titles[label.split("_")[0]] for label, _ in columns[1:]]
+
+
+def no_metric_reason(config, eval_set: dict[str, np.ndarray]) -> str:
+  """Why an evaluation measured nothing (for the evaluation line)."""
+  if not len(eval_set["A"]):
+    return "the test set is empty"
+  return ("the test set has no aligned targets (an unpaired or single-image test set): L1, PSNR and SSIM need"
+          " true translations; give config.fid_weights for FID and KID")
 
 
 def evaluate_run(workdir: str | os.PathLike, output: str | os.PathLike | None = None, *, step: int | None = None,
@@ -122,8 +161,9 @@ def evaluate_run(workdir: str | os.PathLike, output: str | os.PathLike | None = 
   """Evaluates a run's checkpoint (or replica `replica` of a seed study's) on the first `num_test`
   test images (official --num_test 50; fewer when the test set is smaller: metrics['num_test']).
 
-  Writes `<output>/metrics.json` and `<output>/index.html` with images/<i>_real_A.png,
-  <i>_fake_B.png, <i>_real_B.png (and the B->A ones for CycleGAN), as the official test.py.
+  Writes `<output>/metrics.json` and `<output>/index.html` with the official test.py's images:
+  images/<i>_real_A.png, <i>_fake_B.png, then CycleGAN's <i>_rec_A.png and the B->A ones, and
+  <i>_real_B.png where the test set is aligned (its targets).
   `output` defaults to `<workdir>/eval/<step>` (a study's: `<workdir>/replica_<k>/eval/<step>`).
   Returns (metrics, output).
   """
@@ -146,17 +186,16 @@ def evaluate_run(workdir: str | os.PathLike, output: str | os.PathLike | None = 
   paths.check_bucket(output, "--output")
   (output / "images").mkdir(parents=True, exist_ok=True)
   (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-  rows, header = [], []
-  for name, src, dst in directions(config):
-    header = [f"real_{src}", f"fake_{dst}", f"real_{dst}"]
-    for i in range(len(eval_set[src])):
+  rows = []
+  for name, _, _ in directions(config):
+    for i in range(len(columns[name][0][1])):
       cells = []
-      for label, column in zip(header, columns[name]):
+      for label, column in columns[name]:
         rel = f"images/{i:04d}_{label}.png"
         writers.save_image(column[i], output / rel)
         cells.append(rel)
       rows.append((f"{i:04d} {name}", cells))
   summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
   writers.html_table(output / "index.html", f"{paths.path(workdir).name} step {step}: {summary}",
-                     ["input", "output", "target"], rows)
+                     column_titles(next(iter(columns.values()))), rows)
   return metrics, output

@@ -41,7 +41,7 @@ _OPERATIONAL = {"compilation_cache_dir", "distributed", "allow_config_change", "
                 "checkpoint_every_steps", "data.root", "data.num_workers", "data.check_images"}
 _SEED_FIELDS = {"seed", "init_seed", "data_seed", "step_seed"}
 # Evaluation metrics in metrics.jsonl (the rest are losses, lr and images/s).
-_METRIC_PREFIXES = ("L1_", "PSNR_", "SSIM_", "FID_", "KID_", "class_acc_")
+_METRIC_PREFIXES = ("L1_", "PSNR_", "SSIM_", "FID_", "KID_", "class_acc_", "cycle_L1_", "idt_L1_")
 _BOOTSTRAP_SAMPLES = 10_000
 
 

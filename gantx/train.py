@@ -132,9 +132,12 @@ def _compact(summary: dict[str, float]) -> str:
   return " ".join(parts)
 
 
-def _metric_line(values: list[dict[str, float]]) -> str:
-  """'L1_G 0.1053  PSNR_G 21.36' (one replica), or the mean +- std over the replicas."""
+def _metric_line(values: list[dict[str, float]], why_none: str) -> str:
+  """'L1_G 0.1053  PSNR_G 21.36' (one replica), or the mean +- std over the replicas; `why_none`
+  when the evaluation measured nothing."""
   keys = [k for k in values[0] if isinstance(values[0][k], float)]
+  if not keys:
+    return f"no held-out metric: {why_none}."
   if len(values) == 1:
     return "  ".join(f"{k} {values[0][k]:.4g}" for k in keys)
   stats = {k: np.array([v[k] for v in values]) for k in keys}
@@ -263,7 +266,7 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
       metrics, columns = evaluate.evaluate(config, view(params, k), view(stats, k), eval_set, translators,
                                            eval_keys[k], fid_variables)
       for name, cols in columns.items():
-        out.image(step, name, writers.image_grid(cols))
+        out.image(step, name, writers.image_grid([c for _, c in cols]), evaluate.column_titles(cols))
       results.append(metrics)
     return results
 
@@ -322,7 +325,8 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
     log_record(step, [{**w, **r} for w, r in zip(waiting.pop(step, [{}] * n), results)])
     if lead:
       say = tqdm.write if bar is not None else print
-      say(f"step {step} (epoch {epoch_of(step, spe)}/{epochs}): {_metric_line(results)}")
+      line = _metric_line(results, evaluate.no_metric_reason(config, eval_set))
+      say(f"step {step} (epoch {epoch_of(step, spe)}/{epochs}): {line}")
       for out in outs:
         out.loss_curves()
       if on_eval is not None:

@@ -84,25 +84,26 @@ class Writer:
     for k, v in values.items():
       self._tb.add_scalar(k, float(v), step)
 
-  def image(self, step: int, name: str, grid: np.ndarray) -> epath.Path | None:
+  def image(self, step: int, name: str, grid: np.ndarray, titles: list[str]) -> epath.Path | None:
     """Saves `samples/<name>_<step>.png`, logs it to TensorBoard and adds it to the training
-    gallery `samples/index.html` (newest first, like the official web/index.html)."""
+    gallery `samples/index.html` (newest first, like the official web/index.html). `titles`
+    names the grid's columns (input, output, ...)."""
     if not self.enabled:
       return None
     path = self.workdir / "samples" / f"{name}_{step:07d}.png"
     save_png(Image.fromarray(grid), path)
     self._tb.add_image(name, grid, step, dataformats="HWC")
-    self._gallery()
+    self._gallery(" | ".join(titles))
     return path
 
-  def _gallery(self) -> None:
+  def _gallery(self, titles: str) -> None:
     by_step: dict[str, dict[str, str]] = {}
     for png in (self.workdir / "samples").glob("*_*.png"):
       name, step = png.stem.rsplit("_", 1)
       by_step.setdefault(step, {})[name] = png.name
     names = sorted({n for row in by_step.values() for n in row})
     rows = [(f"step {int(step)}", [by_step[step].get(n, "") for n in names]) for step in sorted(by_step, reverse=True)]
-    html_table(self.workdir / "samples" / "index.html", f"{self.workdir.name}: input | output | target",
+    html_table(self.workdir / "samples" / "index.html", f"{self.workdir.name}: {titles}",
                names, rows, refresh_s=60)
 
   def loss_curves(self) -> epath.Path | None:
@@ -120,6 +121,8 @@ class Writer:
         if k != "step":
           series.setdefault(k, []).append((record["step"], v))
     names = sorted(series)
+    if not names:  # nothing logged yet but the step (an evaluation that measured nothing)
+      return None
     cols = 3
     rows = (len(names) + cols - 1) // cols
     fig = Figure(figsize=(4 * cols, 2.6 * rows))

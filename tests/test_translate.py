@@ -112,10 +112,13 @@ def test_evaluate_writes_metrics_and_page(runs, tmp_path):
   saved, _ = evaluate.evaluate_run(runs["cycle_gan"], tmp_path / "eval", num_test=3)
   for g in ("G_A", "G_B"):
     assert 0 < saved[f"L1_{g}"] < 2 and saved[f"PSNR_{g}"] > 0 and -1 <= saved[f"SSIM_{g}"] <= 1
+  for side in "AB":  # the held-out cycle and identity L1 (lambda_identity 0.5)
+    assert 0 < saved[f"cycle_L1_{side}"] < 2 and 0 < saved[f"idt_L1_{side}"] < 2
   page = (tmp_path / "eval" / "index.html").read_text()
   images = sorted(p.name for p in (tmp_path / "eval" / "images").iterdir())
-  # Official names: real_A, fake_B (G_A), real_B, fake_A (G_B) for each of the 3 test images.
-  assert images == [f"{i:04d}_{v}.png" for i in range(3) for v in ("fake_A", "fake_B", "real_A", "real_B")]
+  # Official names: real_A, fake_B, rec_A (G_A), real_B, fake_A, rec_B (G_B) for each of the 3 test images.
+  assert images == [f"{i:04d}_{v}.png" for i in range(3) for v in ("fake_A", "fake_B", "real_A", "real_B", "rec_A", "rec_B")]
+  assert "<th>reconstruction</th>" in page and "<th>target</th>" in page
   assert all(f"images/{name}" in page for name in images)
   with pytest.raises(FileNotFoundError, match="nothing.pth.*does not download"):
     evaluate.evaluate_run(runs["cycle_gan"], tmp_path / "eval2", num_test=2, fid_weights=str(tmp_path / "nothing.pth"))
