@@ -1,4 +1,13 @@
-"""Shared test set-up: tiny configs, and absl flags parsed (grain's multiprocess workers read them)."""
+"""Shared test set-up: tiny configs, and absl flags parsed (grain's multiprocess workers read them).
+
+The rule for exact comparisons (the suite runs on Intel, AMD and ARM, idle or loaded):
+- bitwise holds on one machine: the same computation run twice (two runs, a resume, two processes,
+  a study's replica and its extract) is compared bit for bit;
+- across machines only to rounding: a value pinned in a test file or computed by another program
+  (PyTorch's stored references) is compared with a tolerance when it is float arithmetic, since the
+  CPU's instructions (FMA, AVX-512 or not) and XLA's settings change its rounding;
+- pinned digests only of integer data: PRNG keys, batch indices, file order, 8-bit images.
+"""
 
 import fcntl
 import os
