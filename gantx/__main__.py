@@ -161,6 +161,8 @@ def _study(args: list[str]) -> None:
   sub = args[0] if args else None
   if sub is None:
     _required("study", "config", "workdir", "seeds")
+    from gantx import parallel  # pylint: disable=g-import-not-at-top
+    parallel.maybe_initialize_distributed(_CONFIG.value)  # a study on several hosts, as train.py
     study.run_study(_CONFIG.value, _WORKDIR.value, _SEEDS.value, tuple(_VARY.value))
   elif sub == "extract":
     _required("study extract", "workdir", "replica", "output")

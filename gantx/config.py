@@ -161,6 +161,12 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "~/.cache/gantx/xla"
   # Start multi-process JAX (jax.distributed.initialize) even without a launcher's variables.
   c.distributed = False
+  # Seconds a process waits for the others at start-up, before the first step and at checkpoint
+  # barriers: hosts start, load and compile at different speeds (docs/pods.md, "Timeouts").
+  c.peer_timeout_s = 1800.0
+  # Watchdog: when no step finishes for max(this, 10 x the median step time) seconds, every process
+  # writes what it waits for and its Python stacks, and exits (status 75); 0 turns it off.
+  c.step_timeout_s = 600.0
   # On resume, accept a config that differs from the saved one in a field that matters.
   c.allow_config_change = False
   if model == "cycle_gan":
@@ -244,6 +250,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f" got input_nc={config.input_nc}, output_nc={config.output_nc}.")
   if config.pool_size < 0:
     raise ValueError(f"config.pool_size={config.pool_size} must be >= 0.")
+  for field in ("peer_timeout_s", "step_timeout_s"):
+    if config[field] < 0:
+      raise ValueError(f"config.{field}={config[field]} must be >= 0 (seconds).")
   if config.num_train_steps == 0 or config.num_train_steps < -1:
     raise ValueError(f"config.num_train_steps={config.num_train_steps}: give a number of steps > 0, or -1 to train"
                      f" all the epochs (n_epochs + n_epochs_decay = {config.n_epochs + config.n_epochs_decay}).")

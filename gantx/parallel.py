@@ -22,11 +22,18 @@ DATA_AXIS = "data"
 SEEDS_AXIS = "seeds"
 
 
+class PeerTimeoutError(RuntimeError):
+  """Another process did not arrive within the time set (config.peer_timeout_s)."""
+
+
 def maybe_initialize_distributed(config) -> None:
   """Starts multi-process JAX when asked: `config.distributed=True`, or JAX_COORDINATOR_ADDRESS
   set in the environment (host:port of process 0), with JAX_NUM_PROCESSES and JAX_PROCESS_ID
   where no cluster manager provides them. On Cloud TPU and SLURM `jax.distributed.initialize()`
-  finds all of it by itself.
+  finds all of it by itself. Call it first, before anything runs on a device.
+
+  Processes wait for each other up to config.peer_timeout_s at start-up (`initialize`), at
+  `barrier`s and in orbax's checkpoint barriers; then `prepare_processes` makes the hosts agree.
   """
   env = os.environ
   if not (config.get("distributed", False) or env.get("JAX_COORDINATOR_ADDRESS")):
@@ -36,7 +43,58 @@ def maybe_initialize_distributed(config) -> None:
     kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
   if "JAX_PROCESS_ID" in env:
     kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
-  jax.distributed.initialize(**kwargs)
+  print(f"Joining the other processes (JAX_COORDINATOR_ADDRESS={env.get('JAX_COORDINATOR_ADDRESS', 'found by JAX')});"
+        f" waiting up to {config.peer_timeout_s:g} s for them (config.peer_timeout_s).", flush=True)
+  jax.distributed.initialize(initialization_timeout=int(config.peer_timeout_s), **kwargs)
+  prepare_processes()
+
+
+def prepare_processes() -> None:
+  """Settings without which hosts that run at different speeds hang (docs/pods.md, "Timeouts").
+
+  - orbax synchronises the processes through the coordination service's barriers, which have a
+    timeout, instead of a collective program: its default runs `sync_global_devices` from the
+    asynchronous save's own thread while the loop dispatches train steps, and on the CPU a first
+    collective that one process reaches more than 30 s after another fails (gloo's fixed
+    connection timeout, jax-ml/jax#40831).
+  - On the CPU, JAX's persistent compilation cache is off. An executable loaded from the cache has
+    another fingerprint than the same program compiled afresh, JAX derives the launch id of every
+    multi-process execution from it, and gloo matches collectives by launch id: a process that
+    compiled and one that loaded from the cache (the second to arrive finds the first's entry)
+    wait for each other's collectives forever (measured: docs/pods.md, "Timeouts").
+  """
+  if jax.process_count() == 1:
+    return
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (defines the flag)
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+  if jax.default_backend() == "cpu":
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+_barriers: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: float) -> None:
+  """Waits until every process has reached `name` (the coordination service's barrier: no device
+  program runs, so it cannot be confused with a train step's collectives). PeerTimeoutError
+  naming the barrier when another process does not arrive within `timeout_s`. Each call with
+  the same name is a new barrier (a counter makes its key unique)."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (the client has no public handle)
+
+  count = _barriers[name] = _barriers.get(name, 0) + 1
+  try:
+    distributed.global_state.client.wait_at_barrier(f"gantx/{name}/{count}", int(timeout_s * 1000))
+  except Exception as e:  # the client raises JaxRuntimeError (DEADLINE_EXCEEDED, or a peer's error)
+    raise PeerTimeoutError(
+        f"Process {jax.process_index()} of {jax.process_count()} waited {timeout_s:.0f} s (config.peer_timeout_s)"
+        f" at '{name}' and another process did not arrive: it is gone, stuck or much slower"
+        f" ({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from e
 
 
 def make_mesh() -> Mesh:

@@ -37,8 +37,8 @@ from gantx import checkpointing, paths, seeds as seeds_lib, train as train_lib, 
 
 # Fields of a run's config that do not change what it computes (paths, bookkeeping): runs may differ
 # in them and still be replicas of one study.
-_OPERATIONAL = {"compilation_cache_dir", "distributed", "allow_config_change", "max_checkpoints_to_keep",
-                "checkpoint_every_steps", "data.root", "data.num_workers", "data.check_images"}
+_OPERATIONAL = {"compilation_cache_dir", "distributed", "peer_timeout_s", "step_timeout_s", "allow_config_change",
+                "max_checkpoints_to_keep", "checkpoint_every_steps", "data.root", "data.num_workers", "data.check_images"}
 _SEED_FIELDS = {"seed", "init_seed", "data_seed", "step_seed"}
 # Evaluation metrics in metrics.jsonl (the rest are losses, lr and images/s).
 _METRIC_PREFIXES = ("L1_", "PSNR_", "SSIM_", "FID_", "KID_", "class_acc_", "cycle_L1_", "idt_L1_")

@@ -43,12 +43,13 @@ from tqdm import tqdm
 
 from gantx import allocator, checkpointing, data, evaluate, inception, models, parallel, paths, schedules, seeds as seeds_lib
 from gantx import conv as conv_lib
-from gantx import state as state_lib, steps, writers
+from gantx import state as state_lib, steps, watchdog as watchdog_lib, writers
 from gantx import config as config_lib
 
 # Errors whose message says all a user needs (a bad image, field, path or checkpoint, a diverged
 # run): entry points print the message alone (`-v 1` or a debugger shows the traceback).
-USER_ERRORS = (data.BadImageError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError)
+USER_ERRORS = (data.BadImageError, FileNotFoundError, FileExistsError, ValueError, FloatingPointError,
+               parallel.PeerTimeoutError)
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be loaded under other values.
 SHAPE_FIELDS = ("model", "netG", "netD", "n_layers_D", "norm", "ngf", "ndf", "input_nc", "output_nc",
@@ -191,6 +192,7 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
   evaluation has been written (the study's report).
   """
   config_lib.validate(config)
+  parallel.prepare_processes()  # before anything compiles (also where jax.distributed started elsewhere)
   use_compilation_cache(config)
   workdir = paths.check_workdir(workdir)  # a local path or gs://, in a bucket that exists
   lead = jax.process_index() == 0
@@ -230,6 +232,8 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
   state = initial_state(config, nets, seed_sets if study else None, image_hw, mesh)
   counts = _log_param_counts(jax.tree.map(lambda x: x[0], state.params) if study else state.params)
 
+  # Hosts load and check their data at different speeds: meet before the first collective (orbax's).
+  parallel.barrier("start", config.peer_timeout_s)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep, len(iterators))
   start, saved_log = 0, None
   restored = ckpt.restore_latest(state, iterators, lambda saved: _check_resume_config(config, saved))
@@ -299,8 +303,9 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
     """Reads back the metrics of every dispatched step <= upto (waiting for them): checks them,
     adds them to the window, advances the bar, and logs at the log steps."""
     while inflight and inflight[0][0] <= upto:
-      step, metrics = inflight.popleft()
-      values = jax.device_get(metrics)
+      step, metrics = inflight[0]
+      values = jax.device_get(metrics)  # waits for the step
+      inflight.popleft()
       for k in range(n):
         row = {name: v[k] if study else v for name, v in values.items()}
         if bad := [name for name, v in row.items() if not math.isfinite(float(v))]:
@@ -310,6 +315,7 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
         window[k].append((step, row))
       clock["steps"] += 1
       done[0] = step
+      dog.beat()
       bar.update(1)
       if epoch_of(step, spe) != epoch_of(step - 1, spe):
         bar.set_description(f"{config.model} epoch {epoch_of(step, spe)}/{epochs}")
@@ -321,6 +327,10 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
           log_record(step, means)
 
   def evaluation(step: int) -> None:
+    with dog.paused():
+      _evaluation(step)
+
+  def _evaluation(step: int) -> None:
     results = run_eval(step)
     log_record(step, [{**w, **r} for w, r in zip(waiting.pop(step, [{}] * n), results)])
     if lead:
@@ -334,7 +344,18 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
 
   def save(step: int) -> None:
     log = {"window": [[[s, {k: float(v) for k, v in row.items()}] for s, row in rows] for rows in window]}
-    ckpt.save(step, state, iterators, config, log=log)
+    with dog.paused():
+      ckpt.save(step, state, iterators, config, log=log)
+    saved[0] = step
+
+  def waiting_for() -> str:
+    """What the loop waits for (the watchdog's message)."""
+    what = (f"step {inflight[0][0]} to finish (dispatched: steps {inflight[0][0]}-{inflight[-1][0]})" if inflight
+            else f"the data of step {done[0] + 1}")
+    return f"{what}; the last checkpoint is {ckpt.directory / str(saved[0])}" if saved[0] is not None else what
+
+  saved = [start if restored is not None else None]  # the last checkpoint written or resumed from
+  dog = watchdog_lib.Watchdog(0, waiting_for)  # armed once the steps start
 
   last, stopped = start, None
   try:
@@ -347,6 +368,8 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
         print(f"done in {time.perf_counter() - began:.1f} s.", flush=True)
         if start == 0:
           evaluation(0)
+        parallel.barrier("first step", config.peer_timeout_s)  # compile and evaluation times differ by host
+        dog = watchdog_lib.Watchdog(config.step_timeout_s, waiting_for)
         bar = tqdm(total=total, initial=start, disable=not lead, dynamic_ncols=True,
                    desc=f"{config.model} epoch {max(1, epoch_of(start, spe))}/{epochs}")
         clock["start"] = time.perf_counter()
@@ -375,10 +398,11 @@ def run(config, workdir: str | os.PathLike, replicas: list[seeds_lib.Seeds] | No
           if ckpt.latest_step() != last:
             save(last)
           ckpt.wait()
-      if lead:
-        for out in outs:
-          out.loss_curves()
+          if lead:  # the last evaluation, which plots, did not come
+            for out in outs:
+              out.loss_curves()
   finally:  # also on errors: an asynchronous checkpoint save in flight completes
+    dog.close()
     if bar is not None:
       bar.close()
     ckpt.close()

@@ -11,6 +11,7 @@ and saves their stacked states.
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,10 +79,25 @@ def flops_per_device(config, mesh) -> float:
 
 
 def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -> None:
+  """$GANTX_CHECKPOINT_EVERY sets checkpoint_every_steps; $GANTX_STEP_TIMEOUT step_timeout_s (the
+  watchdog); $GANTX_STALL_AT=k makes this process stop before the batch of its k-th step, alive but
+  entering no more collectives (a stuck host)."""
   from gantx import train as train_lib
-  every = int(os.environ.get("GANTX_CHECKPOINT_EVERY", num_steps))
+  env = os.environ
+  every = int(env.get("GANTX_CHECKPOINT_EVERY", num_steps))
   config = tiny_config(model, batch_size=4, num_train_steps=num_steps, eval_every_steps=0,
                        checkpoint_every_steps=every, seed=int(seed))
+  config.step_timeout_s = float(env.get("GANTX_STEP_TIMEOUT", config.step_timeout_s))
+  if "GANTX_STALL_AT" in env:
+    stall_at, calls, batch = int(env["GANTX_STALL_AT"]), [0], parallel.global_batch
+
+    def stalling_batch(*args):
+      calls[0] += 1
+      while calls[0] >= stall_at:
+        time.sleep(1)
+      return batch(*args)
+
+    parallel.global_batch = stalling_batch
   parallel.maybe_initialize_distributed(config)
   state = train_lib.train_and_evaluate(config, workdir)
   results = flat(state, "state")

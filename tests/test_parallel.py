@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -113,27 +114,59 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process_with_four_devices(tmp_path):
-  """Two processes of two devices each (jax.distributed over localhost, gloo) train together
-  on their own data shards and end where one process with four devices ends."""
+def _two_processes(tmp_path, workdir, steps, env_of, timeout: int = 300) -> list[subprocess.CompletedProcess]:
+  """Runs `multidevice.py train pix2pix STEPS WORKDIR` as two processes of two devices each
+  (jax.distributed over localhost, gloo); env_of(i) adds to process i's environment. Both are
+  ended, whatever happens, before this returns."""
+  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+  procs = []
+  try:
+    for i in range(2):
+      extra = env_of(i)
+      time.sleep(float(extra.pop("DELAY", 0)))
+      procs.append(subprocess.Popen(
+          [sys.executable, "tests/multidevice.py", "train", "pix2pix", str(steps), str(workdir),
+           str(tmp_path / f"multi{i}.npz")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+          env={**os.environ, **env, **extra, "JAX_PROCESS_ID": str(i),
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=timeout), *p.communicate()) for p in procs]
+  finally:  # a hung pair must not outlive the test
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.communicate()
+
+
+def test_two_processes_survive_a_slow_start_stop_at_a_stuck_one_and_resume_to_one_process(tmp_path):
+  """Two processes of two devices each train together on their own data shards:
+  - process 1 starts 35 s after process 0 (more than gloo's 30 s connection timeout) and later
+    stops entering collectives (alive, stuck before its third batch): both watchdogs write what
+    they wait for and their stacks, and exit with status 75, well before any collective timeout;
+  - the same command resumes from the last checkpoint and ends where one process with four
+    devices ends (to the float32 tolerances of a reduction order)."""
   steps = STEPS
   _run("train", "pix2pix", steps, tmp_path / "single", tmp_path / "single.npz", devices=4)
-  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
-  procs = [subprocess.Popen(
-      [sys.executable, "tests/multidevice.py", "train", "pix2pix", str(steps), str(tmp_path / "multi"),
-       str(tmp_path / f"multi{i}.npz")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env={**os.environ, **env, "JAX_PROCESS_ID": str(i), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-      for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
+  stuck = _two_processes(tmp_path, tmp_path / "multi", steps, lambda i: {
+      "GANTX_CHECKPOINT_EVERY": "1", "GANTX_STEP_TIMEOUT": "20",
+      **({"DELAY": "35", "GANTX_STALL_AT": "3"} if i == 1 else {})})
+  for i, p in enumerate(stuck):
+    assert p.returncode == 75, (i, p.returncode, p.stderr[-3000:])
+    assert f"gantx watchdog: process {i} of 2: no step finished for" in p.stderr, p.stderr[-3000:]
+    assert "Exiting with status 75: run the same command again to resume from the last checkpoint" in p.stderr
+  assert "Waiting for step 3 to finish" in stuck[0].stderr and " in finish" in stuck[0].stderr  # the collective
+  assert "Waiting for the data of step 3" in stuck[1].stderr and " in stalling_batch" in stuck[1].stderr
+  assert "the last checkpoint is" in stuck[0].stderr and (tmp_path / "multi" / "checkpoints" / "2").is_dir()
+  resumed = _two_processes(tmp_path, tmp_path / "multi", steps, lambda i: {"GANTX_CHECKPOINT_EVERY": "1"})
+  for p in resumed:
+    assert p.returncode == 0, p.stderr[-3000:]
+  assert "Resumed from" in resumed[0].stdout and "at step 2" in resumed[0].stdout
   single = np.load(tmp_path / "single.npz")
   assert int(single["devices"]) == 4 and int(single["processes"]) == 1
   for i in range(2):
     multi = np.load(tmp_path / f"multi{i}.npz")
     assert int(multi["devices"]) == 4 and int(multi["processes"]) == 2
     _assert_close(single, multi, [k for k in single.files if k.startswith("state")], steps)
-  # Only process 0 writes logs; both wrote the checkpoint together.
+  # Only process 0 writes logs; both wrote the checkpoints together.
   assert (tmp_path / "multi" / "metrics.jsonl").exists()
   assert (tmp_path / "multi" / "checkpoints" / str(steps)).exists()
 
