@@ -5,24 +5,23 @@ Running again with the same --workdir resumes from its latest checkpoint.
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from gantx import allocator, parallel
+from gantx import allocator, cli, parallel
 from gantx import config as config_lib
 from gantx import train as train_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+_CONFIG, _WORKDIR = cli.CONFIG, cli.WORKDIR
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     "keep_freed_memory", None, "Keep freed host memory for reuse (glibc): each CPU step reuses the pages of "
     "the last instead of faulting in new ones (8-19% of a CPU step; resident memory stays at its peak). "
     "Default: where JAX runs on the CPU alone (gantx.allocator.cpu_only); on a GPU host it slowed compiling.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if missing := [f"--{f.name}" for f in (_CONFIG, _WORKDIR) if f.value is None]:
+    raise app.UsageError(f"train.py needs {' and '.join(missing)} (train.py --config configs/<file>.py --workdir <dir>).")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO; -v 0 shows it
   keep = _KEEP_FREED_MEMORY.value

@@ -1,14 +1,18 @@
 """Commands for trained models, configs and seed studies: `python -m gantx <command> [flags]`.
 
-  translate   images through a generator:  --workdir RUN | --pth FILE.pth, --input, --output
+  translate   images through a generator:  --workdir RUN | --pth FILE.pth | --pretrained NAME, --input, --output
+  download_model  an official pretrained generator by name: download_model NAME [--root checkpoints] [--kind]
   evaluate    a run's checkpoint on its test split (L1, PSNR, SSIM; FID, KID with --fid_weights)
   export      a generator as a jax.export (StableHLO) file: --workdir RUN | --pth FILE, --output
   import_pth  official .pth files into a new run: --config, --workdir, --net G=latest_net_G.pth ...
   export_pth  every network of a run as official <prefix>_net_<name>.pth files: --workdir, --output
   config      every field of a config file, with its value and what it does: config FILE [--config.x=y]
-  study       N replicas of a run in one program: --config, --workdir, --seeds N, --vary init,data,step
+  study       N replicas of a run in one program: --config, --workdir, --seeds N, --vary init,data,step,
+              [--sweep FIELD=v1,v2 | --sweep preset=NAME] variants x seeds, compared paired by seed
   study extract  one replica of a study as an ordinary run: --workdir STUDY --replica k --output RUN
   study report   the study's report from separate runs of one config: study report RUN... --output DIR
+  combine     two folders of A and B images into A|B pairs: --fold_A DIR --fold_B DIR --output DIR [--use_AB]
+  make_aligned  trainA/ trainB/ (testA/ testB/) paired by position into train/ (test/): --dataset_path DIR
 
 translate, evaluate, export and export_pth take --replica k on a study's work directory.
 Training itself is `python train.py --config ... --workdir ...`.
@@ -22,17 +26,29 @@ import re
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gantx import config as config_lib
+from gantx import cli, config as config_lib
 
-COMMANDS = ("translate", "evaluate", "export", "import_pth", "export_pth", "config", "study")
+COMMANDS = ("translate", "evaluate", "export", "import_pth", "export_pth", "config", "study", "download_model",
+            "combine", "make_aligned")
 STUDY_COMMANDS = ("extract", "report")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "import_pth, study: the run's config file; translate/export --pth: fields the file does not"
-    " tell (preprocess, crop_size, eval, no_dropout of a U-Net).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A gantx run (train.py --workdir), or a study's (with --replica).")
+_CONFIG, _WORKDIR = cli.CONFIG, cli.WORKDIR
 _REPLICA = flags.DEFINE_integer("replica", None, "On a study's work directory: the replica (0..N-1) to use.")
 _PTH = flags.DEFINE_string("pth", None, "translate/export: an official generator .pth instead of --workdir.")
+_PRETRAINED = flags.DEFINE_string("pretrained", None, "translate/export: an official pretrained model by name"
+                                  " (horse2zebra, style_monet, ...): downloaded once into --root, run with the official"
+                                  " test settings (gantx/pretrained.py).")
+_KIND = flags.DEFINE_enum("kind", None, ["pix2pix", "cyclegan"], "download_model, --pretrained: the model's kind, for"
+                          " the names of both lists (sat2map, map2sat, facades_label2photo).")
+_ROOT = flags.DEFINE_string("root", "checkpoints", "download_model, --pretrained: the checkpoints folder (official"
+                            " --checkpoints_dir).")
+_URL = flags.DEFINE_string("url", None, "download_model, --pretrained: fetch the model from this address instead"
+                           " (http(s):// or file://).")
+_FOLD_A = flags.DEFINE_string("fold_A", None, "combine: the folder of A images, one sub-folder per split.")
+_FOLD_B = flags.DEFINE_string("fold_B", None, "combine: the folder of B images, the same sub-folders and names.")
+_NUM_IMGS = flags.DEFINE_integer("num_imgs", None, "combine: at most this many images per split.")
+_USE_AB = flags.DEFINE_bool("use_AB", False, "combine: pair x_A.<ext> with x_B.<ext> (official --use_AB).")
+_DATASET_PATH = flags.DEFINE_string("dataset_path", None, "make_aligned: the folder with trainA/ trainB/ (testA/ testB/).")
 _INPUT = flags.DEFINE_string("input", None, "translate: an image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (translate, evaluate, export_pth, study extract/report)"
                               " or file (export).")
@@ -53,6 +69,10 @@ _PREFIX = flags.DEFINE_string("prefix", "latest", "export_pth: file names <prefi
 _SEEDS = flags.DEFINE_integer("seeds", None, "study: the number of replicas N (>= 2).")
 _VARY = flags.DEFINE_list("vary", ["init", "data", "step"], "study: the seed streams that differ between"
                           " replicas (init, data, step; replica k takes base + k in each).")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "study: variants, FIELD=v1,v2,... (repeatable: every combination)"
+                                   " or preset=pix2pix_losses|pix2pix_patch|cyclegan_losses (gantx/sweep.py).")
+_BASELINE = flags.DEFINE_string("baseline", None, "study, study report: the variant the others are compared with"
+                                " (default: the first).")
 
 
 def _required(command: str, *names: str) -> None:
@@ -64,10 +84,14 @@ def _required(command: str, *names: str) -> None:
 def _generator():
   from gantx import translate  # pylint: disable=g-import-not-at-top
 
-  if bool(_WORKDIR.value) == bool(_PTH.value):
-    raise app.UsageError("Give exactly one of --workdir (a gantx run) and --pth (an official generator file).")
+  if sum(bool(v) for v in (_WORKDIR.value, _PTH.value, _PRETRAINED.value)) != 1:
+    raise app.UsageError("Give exactly one of --workdir (a gantx run), --pth (an official generator file) and"
+                         " --pretrained (an official model by name).")
   if _WORKDIR.value:
     return translate.from_workdir(_WORKDIR.value, _DIRECTION.value, _STEP.value, _REPLICA.value)
+  if _PRETRAINED.value:
+    from gantx import pretrained  # pylint: disable=g-import-not-at-top
+    return pretrained.generator(_PRETRAINED.value, _ROOT.value, _KIND.value, _URL.value)
   return translate.from_pth(_PTH.value, _CONFIG.value)
 
 
@@ -98,9 +122,12 @@ def main(argv):
 
 
 def _run(argv):
-  if len(argv) < 2 or argv[1] not in COMMANDS or (len(argv) > 2 and argv[1] != "study"):
-    raise app.UsageError(f"Usage: python -m gantx {{{','.join(COMMANDS)}}} [flags]; got {' '.join(argv[1:]) or 'nothing'}.")
-  command = argv[1]
+  command = argv[1] if len(argv) > 1 else None
+  positional = {"study": None, "download_model": 1}.get(command, 0)  # arguments after the command (None: any)
+  if command not in COMMANDS or (positional is not None and len(argv) - 2 != positional):
+    what = " (download_model takes one model name)" if command == "download_model" else ""
+    raise app.UsageError(f"Usage: python -m gantx {{{','.join(COMMANDS)}}} [flags]; got"
+                         f" {' '.join(argv[1:]) or 'nothing'}{what}.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if command == "translate":
@@ -151,6 +178,17 @@ def _run(argv):
   elif command == "config":
     _required(command, "config")
     print(config_lib.describe(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"])))
+  elif command == "download_model":
+    from gantx import pretrained  # pylint: disable=g-import-not-at-top
+    pretrained.download_model(argv[2], _ROOT.value, _KIND.value, _URL.value)
+  elif command == "combine":
+    _required(command, "fold_A", "fold_B", "output")
+    from gantx import tools  # pylint: disable=g-import-not-at-top
+    tools.combine(_FOLD_A.value, _FOLD_B.value, _OUTPUT.value, num_imgs=_NUM_IMGS.value, use_AB=_USE_AB.value)
+  elif command == "make_aligned":
+    _required(command, "dataset_path")
+    from gantx import tools  # pylint: disable=g-import-not-at-top
+    tools.make_aligned(_DATASET_PATH.value)
   else:
     _study(argv[2:])
 
@@ -163,13 +201,14 @@ def _study(args: list[str]) -> None:
     _required("study", "config", "workdir", "seeds")
     from gantx import parallel  # pylint: disable=g-import-not-at-top
     parallel.maybe_initialize_distributed(_CONFIG.value)  # a study on several hosts, as train.py
-    study.run_study(_CONFIG.value, _WORKDIR.value, _SEEDS.value, tuple(_VARY.value))
+    study.run_study(_CONFIG.value, _WORKDIR.value, _SEEDS.value, tuple(_VARY.value), tuple(_SWEEP.value),
+                    _BASELINE.value)
   elif sub == "extract":
     _required("study extract", "workdir", "replica", "output")
     study.extract(_WORKDIR.value, _REPLICA.value, _OUTPUT.value)
   elif sub == "report" and len(args) > 1:
     _required("study report", "output")
-    study.report_from_runs(args[1:], _OUTPUT.value)
+    study.report_from_runs(args[1:], _OUTPUT.value, _BASELINE.value)
   else:
     raise app.UsageError(f"Usage: python -m gantx study [{'|'.join(STUDY_COMMANDS)}] ...; got {' '.join(args)}"
                          " (study report takes the run directories).")

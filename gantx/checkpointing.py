@@ -17,9 +17,10 @@ renames it), so a crash mid-write never leaves a checkpoint that looks complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import grain
 import jax
@@ -67,18 +68,20 @@ class Checkpointer:
     jax.ShapeDtypeStructs with shardings); moves `data_iters`, if given, to their saved positions.
     Returns (state, log window or None).
 
-    A checkpoint written before gantx counted batch-norm calls has no `num_batches_tracked`: those
-    counters are taken from `like_state` (0 in a fresh state), and the rest is restored as saved.
+    Leaves that older checkpoints lack are taken from `like_state`, the rest is restored as saved:
+    `num_batches_tracked` (before gantx counted batch-norm calls: 0 in a fresh state) and
+    `hparams` (before the numbers of the step were state values: the loop sets them from the config).
     """
     saved = self._saved_shapes(step)
     names = [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]]
     missing = {n for n in names if n not in saved}
-    if missing and all(n.endswith(f"/{_COUNTER}") for n in missing):
-      print(f"Checkpoint {self.directory / str(step)} predates the batch-norm call counters: num_batches_tracked"
-            " restarts from 0 (docs/reproducibility.md).")
-      without = jax.tree.map(lambda d: _without_counters(d) if isinstance(d, dict) else d, like_state,
-                             is_leaf=lambda d: isinstance(d, dict))
-      state, log = self.restore(step, without, data_iters)
+    if missing and all(n.endswith(f"/{_COUNTER}") or n.startswith("hparams/") for n in missing):
+      if any(n.endswith(f"/{_COUNTER}") for n in missing):
+        print(f"Checkpoint {self.directory / str(step)} predates the batch-norm call counters: num_batches_tracked"
+              " restarts from 0 (docs/reproducibility.md).")
+      fields = ({f.name: getattr(like_state, f.name) for f in dataclasses.fields(like_state)}
+                if dataclasses.is_dataclass(like_state) else like_state)  # a TrainState cannot lose a field
+      state, log = self.restore(step, _without(fields, missing), data_iters)
       restored = {_path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
       state = jax.tree_util.tree_map_with_path(lambda p, x: restored.get(_path_name(p), x), like_state)
       return state, log
@@ -174,9 +177,20 @@ def _data_items(n: int) -> list[str]:
 _COUNTER = "num_batches_tracked"
 
 
-def _without_counters(tree: dict) -> dict:
-  """A nested dict without its `num_batches_tracked` entries."""
-  return {k: _without_counters(v) if isinstance(v, dict) else v for k, v in tree.items() if k != _COUNTER}
+def _without(tree: dict, missing: set[str], path: tuple = ()) -> dict:
+  """Nested dicts `tree` without the entries whose leaf paths (`_path_name`) are in `missing`, and
+  without the dicts that this empties."""
+  out = {}
+  for k, v in tree.items():
+    where = (*path, jax.tree_util.DictKey(k))
+    if isinstance(v, dict) and v:
+      v = _without(v, missing, where)
+      if not v:
+        continue
+    elif _path_name(where) in missing:
+      continue
+    out[k] = v
+  return out
 
 
 def _path_name(path) -> str:
@@ -205,12 +219,40 @@ def read_study(workdir: str | os.PathLike) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
+class StudyMember(NamedTuple):
+  """Where replica j of a study lives: its group (a sweep's groups train one after another), its index
+  among the group's stacked replicas, its data stream among the group's, and its variant's changes."""
+  group: int
+  index: int
+  stream: int
+  streams: int  # data streams (checkpoint items 'data' or 'data_<k>') of the group
+  changes: dict  # the variant's config changes ({} in a seed study)
+
+
+def study_member(study: dict, replica: int) -> StudyMember:
+  """Replica `replica` of a study's seeds.json (`read_study`); a seed study is one group of all."""
+  rows = study["replicas"]
+  variant = rows[replica].get("variant", 0)
+  groups = study.get("groups", [[0]])
+  g = next(i for i, vs in enumerate(groups) if variant in vs)
+  members = [j for j, r in enumerate(rows) if r.get("variant", 0) in groups[g]]
+  data_seeds = list(dict.fromkeys(rows[j]["data"] for j in members))  # as train.set_up orders the streams
+  changes = study["variants"][variant]["changes"] if "variants" in study else {}
+  return StudyMember(g, members.index(replica), data_seeds.index(rows[replica]["data"]), len(data_seeds), changes)
+
+
+def group_dir(workdir, study: dict, group: int):
+  """The folder of a study's group `group`: the study's own for a study of one group (every seed
+  study), `<workdir>/group_<g>` with several."""
+  workdir = paths.path(workdir)
+  return workdir if len(study.get("groups", [[0]])) == 1 else workdir / f"group_{group}"
+
+
 def data_streams(study: dict | None) -> int:
-  """How many data iterators a run's (None) or a study's checkpoints hold: one per replica where the
-  replicas' data seeds differ, else one."""
-  if study is None or len({r["data"] for r in study["replicas"]}) == 1:
+  """How many data iterators a run's (None) or a seed study's checkpoints hold: one per distinct data seed."""
+  if study is None:
     return 1
-  return study["seeds"]
+  return study_member(study, 0).streams
 
 
 def run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -236,14 +278,20 @@ def load_run(workdir: str | os.PathLike, step: int | None = None, replica: int |
   study = read_study(workdir)
   if study is None and replica is not None:
     raise ValueError(f"--replica {replica}: {workdir} is a run, not a seed study; leave --replica out.")
+  folder, member = paths.path(workdir), None
   if study is not None:
-    n = study["seeds"]
+    n = len(study["replicas"])
     if replica is None:
       raise ValueError(f"{workdir} is a seed study of {n} replicas: give --replica k (k = 0..{n - 1}).")
     if not 0 <= replica < n:
       raise ValueError(f"--replica {replica} is out of range: the study in {workdir} has {n} replicas (0..{n - 1}).")
-    config = seeds_lib.with_seeds(config, seeds_lib.Seeds(**study["replicas"][replica]))
-  ckpt = Checkpointer(paths.path(workdir) / "checkpoints", config.max_checkpoints_to_keep, data_streams(study))
+    member = study_member(study, replica)
+    folder = group_dir(workdir, study, member.group)
+    for field, value in member.changes.items():  # on the study's config (a sweep's base config)
+      config[field] = value
+    row = study["replicas"][replica]
+    config = seeds_lib.with_seeds(config, seeds_lib.Seeds(row["init"], row["data"], row["step"]))
+  ckpt = Checkpointer(folder / "checkpoints", config.max_checkpoints_to_keep, member.streams if member else 1)
   try:
     steps = sorted(ckpt.all_steps())
     if not steps:
@@ -256,6 +304,6 @@ def load_run(workdir: str | os.PathLike, step: int | None = None, replica: int |
     state = ckpt.restore_arrays(step)
   finally:
     ckpt.close()
-  if study is not None:
-    state = jax.tree.map(lambda x: x[replica], state)
+  if member is not None:
+    state = jax.tree.map(lambda x: x[member.index], state)
   return config, step, state

@@ -73,6 +73,12 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.lambda_B = 10.0  # cycle_gan: weight of the cycle loss B -> A -> B.
   c.lambda_identity = 0.5  # cycle_gan: identity loss weight, relative to lambda_A / lambda_B.
   c.lambda_gp = 10.0  # wgangp: weight of the gradient penalty.
+  # Weight of the generators' GAN terms (not an official option; 1 as the official objective). 0 is
+  # the papers' "L1 alone" / "cycle alone": no discriminator is trained or run.
+  c.lambda_GAN = 1.0
+  # pix2pix: D judges the pair (A, B), the official cGAN. False: D sees B alone, the pix2pix paper's
+  # unconditional "GAN" ablation (not an official option).
+  c.conditional_D = True
   # Size of the history pool of generated images fed to D (0: no pool, as in pix2pix).
   c.pool_size = 0
 
@@ -248,6 +254,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
         "config.lambda_identity > 0 needs input_nc == output_nc (the identity loss feeds B to G_A);"
         f" got input_nc={config.input_nc}, output_nc={config.output_nc}.")
+  if config.lambda_GAN < 0:
+    raise ValueError(f"config.lambda_GAN={config.lambda_GAN} must be >= 0 (0: no discriminator).")
   if config.pool_size < 0:
     raise ValueError(f"config.pool_size={config.pool_size} must be >= 0.")
   for field in ("peer_timeout_s", "step_timeout_s"):

@@ -358,9 +358,7 @@ def import_run(config, workdir: str, files: Mapping[str, str]) -> None:
     _check_fits(config, name, detect(state_dict), str(path))
     variables = from_torch(state_dict, nets.modules[name], state_lib.input_channels(config, name), name=str(path))
     params[name], stats[name] = variables["params"], variables["batch_stats"]
-  opt_state = {"G": nets.tx.init({n: params[n] for n in nets.generators}),
-               "D": nets.tx.init({n: params[n] for n in nets.discriminators})}
-  state = state.replace(params=params, batch_stats=stats, opt_state=opt_state)
+  state = state.replace(params=params, batch_stats=stats)  # Adam's moments stay zero: fresh
   workdir.mkdir(parents=True, exist_ok=True)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.max_checkpoints_to_keep)
   try:

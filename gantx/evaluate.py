@@ -9,6 +9,7 @@ averages and dropout is off. Neither mode changes the saved batch statistics.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Callable
@@ -26,6 +27,7 @@ from gantx import metrics as metrics_lib
 Array = jax.Array
 
 
+@functools.lru_cache(maxsize=32)  # modules compare by their fields: a later run in this process reuses it
 def make_translator(module: nn.Module, eval_mode: bool) -> Callable[[dict, dict, Array, Array], Array]:
   """A jitted fn(params, batch_stats, images (N, H, W, C), keys (N,)) -> translated (N, H, W, C').
 
@@ -83,8 +85,8 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       generators' outputs 0, 1, then CycleGAN's reconstructions 2, 3 and identity passes 4, 5.
     fid_variables: FID Inception variables (`inception.load_pt_inception`); None skips FID and KID.
   Returns (metrics, columns). metrics has, for each generator G:
-  - `L1_<G>`, `PSNR_<G>`, `SSIM_<G>` (means over images; `gantx.metrics`): when the eval set is
-    aligned (targets are the true translations);
+  - `L1_<G>`, `PSNR_<G>`, `SSIM_<G>`, `sharpness_<G>` (means over images; `gantx.metrics`): when
+    the eval set is aligned (targets are the true translations);
   - `FID_<G>`, `KID_<G>`: outputs against the target domain's images, with fid_variables;
   - `class_acc_<G>`: on built-in data, for the generator that draws label maps, the
     per-class accuracy of its output read as labels (nearest palette colour), as the papers'
@@ -114,6 +116,7 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       metrics[f"PSNR_{name}"] = float(np.mean(np.minimum(metrics_lib.psnr(out, target), 100.0)))
       if min(out.shape[1:3]) >= 11:
         metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
+      metrics[f"sharpness_{name}"] = float(np.mean(metrics_lib.sharpness(out, target)))
     if fid_variables is not None and n >= 2:
       # On 8-bit images, as pytorch-fid sees the saved PNGs, so the numbers match it.
       fake, real = (metrics_lib.inception_features(fid_variables, images.to_float(images.to_uint8(x)),

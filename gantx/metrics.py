@@ -1,4 +1,4 @@
-"""Image-quality metrics: L1, PSNR and SSIM on image pairs; FID and KID on feature sets.
+"""Image-quality metrics: L1, PSNR, SSIM and sharpness on image pairs; FID and KID on feature sets.
 
 Images are NHWC in [-1, 1] (the generators' tanh range). PSNR and SSIM are dm-pix's on the
 images mapped to [0, 1], so their data range (max value) is 1.0 there, i.e. 2.0 in [-1, 1]
@@ -23,6 +23,16 @@ import numpy as np
 from gantx import inception
 
 Array = jax.Array
+
+
+# Held-out metrics are logged as <family>_<generator or domain> (L1_G, cycle_L1_A, ...): these are
+# the families (gantx.evaluate computes them; the plots and study reports group by them).
+FAMILIES = ("L1", "PSNR", "SSIM", "FID", "KID", "class_acc", "cycle_L1", "idt_L1", "sharpness")
+
+
+def family(name: str) -> str | None:
+  """The held-out metric family of a logged name ('cycle_L1_A' -> 'cycle_L1'), None for a loss."""
+  return next((f for f in sorted(FAMILIES, key=len, reverse=True) if name.startswith(f + "_")), None)
 
 
 # ----------------------------------------------------------------------------- image pairs
@@ -57,6 +67,23 @@ def ssim(a: Array, b: Array) -> Array:
   valid (unpadded) window positions and the channels.
   """
   return dm_pix.ssim(_unit(a), _unit(b), max_val=1.0)
+
+
+@jax.jit
+def gradient_energy(x: Array) -> Array:
+  """Mean squared difference of neighbouring pixels, down and across, every channel, per image:
+  (N, H, W, C) in [-1, 1] -> (N,). The image's high-frequency energy: blur lowers it."""
+  x = jnp.asarray(x, jnp.float32)
+  return (jnp.mean(jnp.square(x[:, 1:] - x[:, :-1]), axis=(1, 2, 3))
+          + jnp.mean(jnp.square(x[:, :, 1:] - x[:, :, :-1]), axis=(1, 2, 3)))
+
+
+def sharpness(out: Array, target: Array) -> np.ndarray:
+  """gradient_energy(out) / gradient_energy(target) per image: (N, H, W, C) x2 -> (N,). 1 is as sharp
+  as the truth; below 1 is blurrier (the pix2pix paper's finding for L1 alone), above 1 noisier.
+  Needs no weight file; a flat target (energy 0) gives inf."""
+  with np.errstate(divide="ignore"):
+    return np.asarray(gradient_energy(out), np.float64) / np.asarray(gradient_energy(target), np.float64)
 
 
 # ----------------------------------------------------------------------------- FID

@@ -13,13 +13,23 @@ step, with epochs converted by `steps_per_epoch` (= training-set size // global 
 - 'step': lr * 0.1 ** floor(epoch / lr_decay_iters) (official StepLR(lr_decay_iters, 0.1)).
 - 'cosine': cosine from lr to 0 over n_epochs (official CosineAnnealingLR(T_max=n_epochs));
   it stays at 0 afterwards, where the official one would rise again.
+
+The learning rate and the step counts are part of the train state (`state.hparams`), so the
+compiled step does not depend on them (`learning_rate`).
 """
 
 from __future__ import annotations
 
-import optax
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from gantx import config as config_lib
+
+# The schedule's numbers, as the train state carries them (state.hparams): 'lr' (float32) and these
+# step counts (int32). They are values, not constants of the compiled step, so one compiled step
+# serves any data-set size, epoch count and learning rate (and a study's replicas may differ).
+STEP_FIELDS = ("lr_constant_steps", "lr_decay_steps")
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -27,18 +37,48 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   return max(1, num_examples // global_batch_size)
 
 
-def learning_rate(config, spe: int) -> optax.Schedule:
-  """The schedule named by `config.lr_policy`, for `spe` steps per epoch."""
-  if config.lr_policy == "linear":
-    return optax.linear_schedule(
-        config.lr, 0.0, transition_steps=max(1, config.n_epochs_decay * spe),
-        transition_begin=config.n_epochs * spe)
-  if config.lr_policy == "step":
-    return optax.exponential_decay(
-        config.lr, transition_steps=config.lr_decay_iters * spe, decay_rate=0.1, staircase=True)
-  if config.lr_policy == "cosine":
-    return optax.cosine_decay_schedule(config.lr, decay_steps=max(1, config.n_epochs * spe))
-  raise ValueError(f"config.lr_policy={config.lr_policy!r} is not one of {config_lib.LR_POLICIES}.")
+def schedule_values(config, spe: int) -> dict[str, np.ndarray]:
+  """The step counts of `config.lr_policy` for `spe` steps per epoch (int32 scalars):
+  'linear': constant for n_epochs * spe steps, then decay over max(1, n_epochs_decay * spe);
+  'step': x0.1 every lr_decay_iters * spe steps ('lr_decay_steps'; the other is unused);
+  'cosine': to 0 over max(1, n_epochs * spe) steps ('lr_decay_steps')."""
+  policy = config.lr_policy
+  if policy == "linear":
+    constant, decay = config.n_epochs * spe, max(1, config.n_epochs_decay * spe)
+  elif policy == "step":
+    constant, decay = 0, config.lr_decay_iters * spe
+  elif policy == "cosine":
+    constant, decay = 0, max(1, config.n_epochs * spe)
+  else:
+    raise ValueError(f"config.lr_policy={policy!r} is not one of {config_lib.LR_POLICIES}.")
+  return {"lr_constant_steps": np.int32(constant), "lr_decay_steps": np.int32(decay)}
+
+
+def learning_rate(lr_policy: str, hparams: dict[str, jax.Array]):
+  """fn(count) -> the learning rate at optimizer step `count`, for `lr_policy`, from the state's
+  'lr' and step counts (`schedule_values`). The formulas are optax's, with these numbers as arrays:
+  'linear' = optax.linear_schedule(lr, 0, decay, transition_begin=constant), 'step' =
+  optax.exponential_decay(lr, decay, 0.1, staircase=True), 'cosine' =
+  optax.cosine_decay_schedule(lr, decay) (tests/test_schedules.py compares them bit for bit)."""
+  lr, begin, steps = hparams["lr"], hparams["lr_constant_steps"], hparams["lr_decay_steps"]
+
+  def linear(count):
+    count = jnp.clip(count - begin, 0, steps)
+    frac = 1 - count / steps
+    return (lr - 0.0) * frac + 0.0
+
+  def step(count):
+    p = jnp.floor(count / steps)
+    decayed = jnp.where(count <= 0, lr, lr * jnp.power(0.1, p))
+    return jnp.where(steps <= 0, lr, decayed)  # optax: a constant schedule for transition_steps <= 0
+
+  def cosine(count):
+    count = jnp.minimum(jnp.asarray(count, jnp.float32), steps.astype(jnp.float32))
+    return lr * ((1 - 0.0) * (0.5 * (1 + jnp.cos(jnp.pi * count / steps))) ** 1.0 + 0.0)
+
+  if lr_policy not in config_lib.LR_POLICIES:
+    raise ValueError(f"config.lr_policy={lr_policy!r} is not one of {config_lib.LR_POLICIES}.")
+  return {"linear": linear, "step": step, "cosine": cosine}[lr_policy]
 
 
 def total_steps(config, spe: int) -> int:

@@ -4,9 +4,14 @@ On a pod every host waits inside a collective when one host stops entering it (s
 data, a hung file system, a mismatched collective): no error, no output, the slice billed until
 a person looks. JAX has no timeout for an alive but stuck peer (jax-ml/jax#38503), and XLA:CPU's
 collective timeout is 30 minutes. So the loop beats the watchdog at every finished step; when no
-step finishes for `limit()` seconds, every process writes what it waits for and the Python
-stacks of all its threads, and exits with EXIT_CODE. The last checkpoint stays: the same command
-resumes from it.
+step finishes for `limit()` seconds, the process writes what it waits for and the Python stacks
+of all its threads, and exits with EXIT_CODE. The last checkpoint stays: the same command resumes
+from it.
+
+Every process does so, not only the first to notice: the first one's watchdog posts a key to the
+coordination service and waits FIRE_GRACE_S before it exits, and every other watchdog looks for
+that key at each check and fires at once (when a process exits, JAX soon ends the others with its
+own fatal error, which says nothing of where they were).
 
 The limit is max(config.step_timeout_s, 10 x the median of the recent step times): far above a
 normal step, and at least the configured minutes. Evaluations and checkpoints (long, and with
@@ -27,6 +32,8 @@ from typing import Callable
 
 # EX_TEMPFAIL: a temporary failure; running the command again resumes.
 EXIT_CODE = 75
+FIRE_KEY = "gantx/watchdog_fired"  # coordination service key: the process whose watchdog fired first
+FIRE_GRACE_S = 5.0  # the first process waits this long for the others to write theirs before exiting
 
 
 class Watchdog:
@@ -82,15 +89,19 @@ class Watchdog:
     while not self._stop.wait(every):
       idle = time.monotonic() - self._last
       if self._pauses == 0 and idle > self.limit():
-        self._fire(idle)
+        self._fire(idle, first=_post_fired())
+      elif (peer := _peer_fired()) is not None:
+        self._fire(idle, first=False, peer=peer)
 
-  def _fire(self, idle: float) -> None:
+  def _fire(self, idle: float, first: bool, peer: str | None = None) -> None:
     import jax  # pylint: disable=g-import-not-at-top
 
     median = statistics.median(self._times) if self._times else float("nan")
+    why = (f"no step finished for {idle:.0f} s (the limit is max(config.step_timeout_s={self.min_limit_s:g}, 10 x the"
+           f" median step of {median:.3g} s))") if peer is None else (
+               f"the watchdog of process {peer} fired; no step finished here for {idle:.0f} s")
     lines = [
-        f"\ngantx watchdog: process {jax.process_index()} of {jax.process_count()}: no step finished for {idle:.0f} s"
-        f" (the limit is max(config.step_timeout_s={self.min_limit_s:g}, 10 x the median step of {median:.3g} s)).",
+        f"\ngantx watchdog: process {jax.process_index()} of {jax.process_count()}: {why}.",
         f"Waiting for {self._waiting_for()}.",
         "Another process is stuck or gone, or this one is (its data, a file system, a collective that the others"
         " did not enter). The Python stacks of every thread of this process follow.",
@@ -99,4 +110,38 @@ class Watchdog:
     sys.stderr.flush()
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     sys.stderr.flush()
+    if first:  # the others look for the key at their next check: let them write theirs first
+      time.sleep(FIRE_GRACE_S)
     os._exit(EXIT_CODE)  # the main thread may be inside a collective that never returns
+
+
+def _client():
+  """The coordination service's client of a multi-process run, else None."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (the client has no public handle)
+
+  return distributed.global_state.client if jax.process_count() > 1 else None
+
+
+def _post_fired() -> bool:
+  """Tells the other processes that this one's watchdog fires; True if they are there to be told."""
+  client = _client()
+  if client is None:
+    return False
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    client.key_value_set(FIRE_KEY, str(jax.process_index()))
+  except Exception:  # noqa: BLE001 -- another process posted first, or the service is gone: fire all the same
+    pass
+  return True
+
+
+def _peer_fired() -> str | None:
+  """The process whose watchdog fired, if another one's did."""
+  client = _client()
+  if client is None:
+    return None
+  try:
+    return client.key_value_try_get(FIRE_KEY)
+  except Exception:  # noqa: BLE001 -- not posted (NOT_FOUND), or the service is gone
+    return None

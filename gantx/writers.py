@@ -107,12 +107,16 @@ class Writer:
                names, rows, refresh_s=60)
 
   def loss_curves(self) -> epath.Path | None:
-    """Plots every scalar of metrics.jsonl against the step into `losses.png` (the training loop
-    rewrites it at every evaluation, as the official visualizer plots live)."""
+    """Plots metrics.jsonl against the step into `losses.png` (the training loop rewrites it at
+    every evaluation, as the official visualizer plots live), once some scalar has two points;
+    None (and no file) before. One panel of the training losses (all in one, as the official
+    plot), one per held-out metric family (L1_G_A and L1_G_B together), lr and images/s."""
     if not self.enabled or not (self.workdir / "metrics.jsonl").exists():
       return None
     # A bare Figure (no pyplot): no GUI backend, and a notebook's inline backend is left alone.
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (only for this plot)
+
+    from gantx import metrics  # pylint: disable=g-import-not-at-top  (jax: only where a plot is drawn)
 
     series: dict[str, list[tuple[int, float]]] = {}
     for line in (self.workdir / "metrics.jsonl").read_text().splitlines():
@@ -120,20 +124,28 @@ class Writer:
       for k, v in record.items():
         if k != "step":
           series.setdefault(k, []).append((record["step"], v))
-    names = sorted(series)
-    if not names:  # nothing logged yet but the step (an evaluation that measured nothing)
+    if not any(len(points) > 1 for points in series.values()):  # single points (step 0) are no curve yet
       return None
-    cols = 3
-    rows = (len(names) + cols - 1) // cols
-    fig = Figure(figsize=(4 * cols, 2.6 * rows))
+    panels: dict[str, list[str]] = {}
+    for name in sorted(series):
+      title = name if name in ("lr", "images_per_s") else metrics.family(name) or "training losses"
+      panels.setdefault(title, []).append(name)
+    order = ["training losses", *(f for f in metrics.FAMILIES if f in panels), "lr", "images_per_s"]
+    titles = [t for t in order if t in panels]
+    cols = min(3, len(titles))
+    rows = -(-len(titles) // cols)
+    fig = Figure(figsize=(4.3 * cols, 2.8 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, name in zip(axes.flat, names):
-      steps, values = zip(*sorted(series[name]))
-      ax.plot(steps, values)
+    for ax, title in zip(axes.flat, titles):
+      for name in panels[title]:
+        steps, values = zip(*sorted(series[name]))
+        ax.plot(steps, values, label=name, marker="." if len(steps) < 20 else None)
       ax.ticklabel_format(axis="y", useOffset=False)  # a flat lr is 0.0002, not 1e-11 + 1.999999e-4
-      ax.set_title(name, fontsize=9)
+      ax.set_title(title, fontsize=9)
       ax.set_xlabel("step", fontsize=8)
-    for ax in axes.flat[len(names):]:
+      if len(panels[title]) > 1:
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(titles):]:
       ax.axis("off")
     fig.tight_layout()
     path = self.workdir / "losses.png"

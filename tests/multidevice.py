@@ -106,18 +106,25 @@ def train(model: str, num_steps: int, workdir: str, out: str, seed: str = "0") -
   np.savez(out, **results)
 
 
+# The sweep of `study`'s 'VxN' studies: V learning rates (values of one compiled step).
+SWEEP_LRS = ("2e-4", "1e-3", "5e-4", "1e-4")
+
+
 def study(model: str, num_steps: int, workdir: str, out: str, seeds: str, batch_size: str) -> None:
-  """Studies of each replica count of `seeds` ('8,4'; every stream varied) at a global batch of
-  `batch_size` per replica, in WORKDIR/<count>; OUT holds each one's stacked state as <count>/state..."""
+  """Studies of each entry of `seeds` ('8,4': that many replicas, every stream varied; '2x4': 2
+  variants (`SWEEP_LRS`) x 4 seeds) at a global batch of `batch_size` per replica, in WORKDIR/<entry>;
+  OUT holds each one's stacked state as <entry>/state..."""
   from gantx import checkpointing, study as study_lib
   results = {}
-  for n in map(int, seeds.split(",")):
+  for entry in seeds.split(","):
+    variants, _, n = entry.rpartition("x")
+    sweep = (f"lr={','.join(SWEEP_LRS[:int(variants)])}",) if variants else ()
     config = tiny_config(model, batch_size=int(batch_size), num_train_steps=num_steps, eval_every_steps=0,
                          checkpoint_every_steps=num_steps)
-    study_lib.run_study(config, f"{workdir}/{n}", n, ("init", "data", "step"))
-    state = checkpointing.Checkpointer(f"{workdir}/{n}/checkpoints", 1).restore_arrays(num_steps)
-    results.update(flat(state, f"{n}/state"))
-    results[f"{n}/devices"] = np.array(jax.device_count())
+    study_lib.run_study(config, f"{workdir}/{entry}", int(n), ("init", "data", "step"), sweep)
+    state = checkpointing.Checkpointer(f"{workdir}/{entry}/checkpoints", 1).restore_arrays(num_steps)
+    results.update(flat(state, f"{entry}/state"))
+    results[f"{entry}/devices"] = np.array(jax.device_count())
   np.savez(out, **results)
 
 

@@ -63,16 +63,23 @@ def test_a_study_checkpoint_holds_one_data_position_per_stream(tmp_path):
   np.testing.assert_array_equal(checkpointing.Checkpointer(tmp_path, 2).restore_arrays(4)["w"], state["w"])
 
 
-def test_a_checkpoint_from_before_the_batch_norm_counters_resumes(tmp_path, capsys):
-  """gantx once saved batch norm without num_batches_tracked: such a checkpoint resumes with every
-  other array as saved and the counters from 0 (then one per train-mode call: G 1, D 3 per step)."""
+def _strip(tree: dict, key: str) -> dict:
+  return {k: _strip(v, key) if isinstance(v, dict) else v for k, v in tree.items() if k != key}
+
+
+def test_a_checkpoint_from_before_the_counters_and_the_state_hyperparameters_resumes(tmp_path, capsys):
+  """gantx once saved batch norm without num_batches_tracked, and the state without its hparams:
+  such a checkpoint resumes with every other array as saved, the counters from 0 (then one per
+  train-mode call: G 1, D 3 per step) and the hyperparameters from the config."""
   from gantx import train as train_lib
   config = tiny_config("pix2pix", num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0)
   train_lib.train_and_evaluate(config, tmp_path)
   ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints", 3)
   saved = ckpt.restore_arrays(1)
   assert int(saved["batch_stats"]["D"]["norm1"]["bn"]["num_batches_tracked"]) == 3
-  old = {**saved, "batch_stats": checkpointing._without_counters(saved["batch_stats"])}
+  assert set(saved["hparams"]) >= {"lr", "beta1", "lambda_L1", "lr_constant_steps"}
+  old = {k: v for k, v in saved.items() if k != "hparams"}
+  old["batch_stats"] = _strip(saved["batch_stats"], "num_batches_tracked")
   ckpt.close()
   shutil.rmtree(tmp_path / "checkpoints")
   ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints", 3)
@@ -85,3 +92,4 @@ def test_a_checkpoint_from_before_the_batch_norm_counters_resumes(tmp_path, caps
   assert int(state.batch_stats["G"]["outer"]["inner"]["down_norm"]["bn"]["num_batches_tracked"]) == 1
   assert int(state.batch_stats["D"]["norm1"]["bn"]["num_batches_tracked"]) == 3
   assert int(state.step) == 2
+  assert float(state.hparams["lr"]) == np.float32(config.lr) and float(state.hparams["lambda_L1"]) == 100.0

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 STEPS = 16  # long enough that a run outlives the random kill times below
+KILLS = 6  # attempts killed: alternately the instant a checkpoint write is seen, and at a random moment
 
 
 def _cmd(workdir, out, steps=STEPS, model="cycle_gan"):
@@ -44,15 +45,15 @@ def test_sigkill_at_random_moments_then_restart_is_invisible(tmp_path):
                  capture_output=True, timeout=600)
   rng, out, checkpoints = random.Random(0), tmp_path / "killed.npz", tmp_path / "killed" / "checkpoints"
   kills = {"random": 0, "mid_write": 0}
-  for attempt in range(12):
+  for attempt in range(KILLS + 2):
     proc = subprocess.Popen(_cmd(tmp_path / "killed", out), cwd=REPO, env=_env(1, 1),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + (rng.uniform(1.0, 6.0) if attempt % 2 else 120)
-    while proc.poll() is None and time.time() < deadline and attempt < 10:
+    while proc.poll() is None and time.time() < deadline and attempt < KILLS:
       if attempt % 2 == 0 and _writing(checkpoints):
         break
       time.sleep(0.002)
-    if proc.poll() is None and attempt < 10:
+    if proc.poll() is None and attempt < KILLS:
       proc.kill()  # SIGKILL: no handler runs
       proc.wait()
       kills["random" if attempt % 2 else "mid_write"] += 1

@@ -22,6 +22,8 @@ def test_an_evaluation_that_measured_nothing_is_said_and_plotted_as_such(tmp_pat
   out.scalars(0, {})
   assert out.loss_curves() is None and not (tmp_path / "losses.png").exists()
   out.scalars(2, {"G_GAN": 1.0, "cycle_L1_A": 0.4})
+  assert out.loss_curves() is None  # single points: no curve yet
+  out.scalars(4, {"G_GAN": 0.9, "cycle_L1_A": 0.3})
   assert out.loss_curves() is not None and (tmp_path / "losses.png").stat().st_size > 1000
   out.close()
   assert train_lib._metric_line([{}], "the reason") == "no held-out metric: the reason."

@@ -125,14 +125,15 @@ def test_adam_update_matches_optax(model):
   @functools.partial(jax.jit, static_argnums=1)
   def reference(state, group, g):
     params = {n: state.params[n] for n in g}
-    updates, opt_state = nets.tx.update(g, state.opt_state[group], params)
+    tx = state_lib.optimizer(config.lr_policy, state.hparams)
+    updates, opt_state = tx.update(g, state.opt_state[group], params)
     return {**state.params, **optax.apply_updates(params, updates)}, {**state.opt_state, group: opt_state}
 
   for group, names in (("G", nets.generators), ("D", nets.discriminators)):
     g = {n: grads[n] for n in names}
     s = state
     for _ in range(3):
-      ours = jax.jit(lambda s: steps._update(config, nets, group, names, s, g))(s)
+      ours = jax.jit(lambda s: steps._update(steps.StepSpec.from_config(config), group, names, s, g))(s)
       theirs = reference(s, group, g)
       assert jax.tree.structure(ours) == jax.tree.structure(theirs)
       for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
@@ -146,7 +147,7 @@ def test_bfloat16_step_keeps_the_float32_state(model):
   """compute_dtype='bfloat16' (widths 16, so convolutions take the bfloat16 GEMM path): the
   state keeps its float32 structure (checkpoints are unchanged), the losses are finite and
   close to the float32 step's."""
-  overrides = dict(ngf=16, ndf=16)
+  overrides = dict(ngf=16, ndf=16, conv_impl="gemm")
   config, _, init, step = _compiled(model, **overrides)
   config16, _, init16, step16 = _compiled(model, compute_dtype="bfloat16", **overrides)
   batch = _batch(config)
@@ -211,8 +212,7 @@ def test_two_pix2pix_steps_equal_pytorch(references, case):
     variables = convert.load_pth(str(folder / f"{case['name']}_{name}.pth"), nets.modules[name],
                                  state_lib.input_channels(config, name))
     params[name], stats[name] = variables["params"], variables["batch_stats"]
-  state = state.replace(params=params, batch_stats=stats,
-                        opt_state={"G": nets.tx.init({"G": params["G"]}), "D": nets.tx.init({"D": params["D"]})})
+  state = state.replace(params=params, batch_stats=stats)  # with fresh Adam states
   ref = np.load(folder / f"{case['name']}.npz")
   step = jax.jit(steps.train_step_fn(config, nets))
   for i, (a, b) in enumerate(reference_data.pix2pix_batches(case), start=1):

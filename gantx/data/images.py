@@ -91,8 +91,8 @@ def decode(path: os.PathLike | str) -> Image.Image:
 def _aligned_problem(w: int, h: int) -> str | None:
   """Why a w x h file is not an A|B pair, or None."""
   if w < 2:
-    return (f"is {w}x{h} (width x height): an aligned (pix2pix) image must be A|B side by side (combine A"
-            " and B with datasets/combine_A_and_B.py of upstream)")
+    return (f"is {w}x{h} (width x height): an aligned (pix2pix) image must be A|B side by side (make such files"
+            " from folders of A and B images with `python -m gantx combine` or `python -m gantx make_aligned`)")
   return None
 
 

@@ -258,7 +258,8 @@ def checked(config, lists: tuple[tuple[str, ...], ...], aligned: bool, test: boo
   bad, odd = images.bad_files(lists, aligned, Preprocess.from_config(config), test, signature)
   if odd:
     images.print_once(f"{len(odd)} aligned image file{'s have' if len(odd) > 1 else ' has'} an odd width; as upstream,"
-                      " A is the left int(w / 2) columns and B the rest, one column wider:\n"
+                      " A is the left int(w / 2) columns and B the rest, one column wider (`python -m gantx combine`"
+                      " writes pairs of two equal halves):\n"
                       + "\n".join(f"  {path}" for path in odd))
   if not bad:
     return lists
