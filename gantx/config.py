@@ -21,7 +21,7 @@ import runpy
 
 import ml_collections
 
-MODELS = ("pix2pix", "cycle_gan")
+MODELS = ("pix2pix", "cycle_gan", "colorization")
 NORMS = ("batch", "instance", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 GAN_MODES = ("vanilla", "lsgan", "wgangp", "hinge")
@@ -39,12 +39,14 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
 
   As the official models' `modify_commandline_options`: pix2pix uses unet_256, batch norm,
   vanilla GAN, lambda_L1 100 and no pool; cycle_gan uses resnet_9blocks, instance norm,
-  lsgan, a pool of 50 and no dropout.
+  lsgan, a pool of 50 and no dropout; colorization is pix2pix from a photo's lightness (1 channel)
+  to its colours (2 channels: Lab's a and b), as the official `colorization` model and data mode.
   """
   if model not in MODELS:
     raise ValueError(f"model={model!r} is not one of {', '.join(MODELS)}.")
   c = ml_collections.ConfigDict()
-  # Which model: 'pix2pix' (paired, U-Net + PatchGAN, L1) or 'cycle_gan' (unpaired, two G, two D).
+  # Which model: 'pix2pix' (paired, U-Net + PatchGAN, L1), 'cycle_gan' (unpaired, two G, two D) or
+  # 'colorization' (pix2pix from the Lab lightness of any colour photo to its colours).
   c.model = model
 
   # --- Networks (official: --netG --netD --n_layers_D --norm --ngf --ndf --no_dropout) ---
@@ -178,7 +180,14 @@ def base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   if model == "cycle_gan":
     c.netG, c.norm, c.gan_mode, c.pool_size, c.no_dropout = "resnet_9blocks", "instance", "lsgan", 50, True
     c.data.name = "shapes_unpaired"
+  if model == "colorization":  # the official ColorizationModel: input_nc 1 (L), output_nc 2 (ab), AtoB
+    c.input_nc, c.output_nc = 1, 2
   return c
+
+
+def paired(config) -> bool:
+  """pix2pix and colorization learn from pairs (the pix2pix step and networks); cycle_gan does not."""
+  return config.model != "cycle_gan"
 
 
 def dataset_config(model: str, name: str, **fields) -> ml_collections.ConfigDict:
@@ -250,6 +259,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.crop_width={config.crop_width} must be >= 0 (0: square crops).")
   if config.n_epochs < 0 or config.n_epochs_decay < 0:
     raise ValueError("config.n_epochs and config.n_epochs_decay must be >= 0.")
+  if config.model == "colorization" and (config.input_nc, config.output_nc, config.direction) != (1, 2, "AtoB"):
+    raise ValueError(f"config.model='colorization' maps the lightness (input_nc 1) to the colours (output_nc 2),"
+                     f" AtoB; got input_nc={config.input_nc}, output_nc={config.output_nc},"
+                     f" direction={config.direction!r}.")
   if config.model == "cycle_gan" and config.lambda_identity > 0 and config.input_nc != config.output_nc:
     raise ValueError(
         "config.lambda_identity > 0 needs input_nc == output_nc (the identity loss feeds B to G_A);"

@@ -194,6 +194,8 @@ def network_config(detected: Mapping[str, Any], config=None):
   if config is None:
     config = config_lib.base_config("pix2pix" if detected.get("netG", "").startswith("unet") else "cycle_gan")
   c = config.copy_and_resolve_references()
+  if detected["kind"] == "G" and (detected["input_nc"], detected["output_nc"]) == (1, 2):
+    c.model = "colorization"  # lightness -> colours: only the official colorization model maps 1 to 2 channels
   skip = ("kind",) if detected["kind"] == "G" else ("kind", "input_nc")  # a D's input_nc is not the config's
   with c.unlocked():
     for field, value in detected.items():

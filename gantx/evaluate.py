@@ -21,7 +21,7 @@ from etils import epath
 from flax import linen as nn
 
 from gantx import conv, data, models, paths
-from gantx.data import builtin, images
+from gantx.data import builtin, images, lab
 from gantx import metrics as metrics_lib
 
 Array = jax.Array
@@ -55,7 +55,7 @@ def make_translator(module: nn.Module, eval_mode: bool) -> Callable[[dict, dict,
 
 def directions(config) -> list[tuple[str, str, str]]:
   """(generator, input key, target key) for each translation the model learns."""
-  if config.model == "pix2pix":
+  if config.model != "cycle_gan":  # pix2pix, colorization
     return [("G", "A", "B")]
   return [("G_A", "A", "B"), ("G_B", "B", "A")]
 
@@ -86,7 +86,8 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
     fid_variables: FID Inception variables (`inception.load_pt_inception`); None skips FID and KID.
   Returns (metrics, columns). metrics has, for each generator G:
   - `L1_<G>`, `PSNR_<G>`, `SSIM_<G>`, `sharpness_<G>` (means over images; `gantx.metrics`): when
-    the eval set is aligned (targets are the true translations);
+    the eval set is aligned (targets are the true translations); for colorization L1 is of the
+    colours (Lab's ab / 110, the model's output) and the others, FID and KID of the RGB images;
   - `FID_<G>`, `KID_<G>`: outputs against the target domain's images, with fid_variables;
   - `class_acc_<G>`: on built-in data, for the generator that draws label maps, the
     per-class accuracy of its output read as labels (nearest palette colour), as the papers'
@@ -105,14 +106,17 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
                                         jnp.asarray(images), keys))
 
   aligned = bool(eval_set["aligned"])
-  metrics, columns, outputs = {}, {}, {}
+  metrics, columns, outputs, shown_targets = {}, {}, {}, {}
   gens = directions(config)
   for i, (name, src, dst) in enumerate(gens):
     n = len(eval_set[src])
     out = outputs[name] = run(name, eval_set[src], i)
     target = eval_set[dst]
     if aligned and n:
-      metrics[f"L1_{name}"] = float(np.mean(metrics_lib.l1(out, target)))
+      metrics[f"L1_{name}"] = float(np.mean(metrics_lib.l1(out, target)))  # colorization: in ab
+    if config.model == "colorization":  # scored and shown in RGB: the input's lightness with the colours
+      out, target = lab.to_rgb(eval_set[src], out), lab.to_rgb(eval_set[src], target)
+    if aligned and n:
       metrics[f"PSNR_{name}"] = float(np.mean(np.minimum(metrics_lib.psnr(out, target), 100.0)))
       if min(out.shape[1:3]) >= 11:
         metrics[f"SSIM_{name}"] = float(np.mean(metrics_lib.ssim(out, target)))
@@ -128,6 +132,7 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
       truth = builtin.labels_from_palette(images.to_uint8(target))
       metrics[f"class_acc_{name}"] = per_class_accuracy(pred, truth, len(builtin.LABEL_PALETTE))
     columns[name] = [(f"real_{src}", eval_set[src]), (f"fake_{dst}", out)]
+    shown_targets[name] = target
   if config.model == "cycle_gan":
     for i, (name, src, dst) in enumerate(gens):
       back = gens[1 - i][0]  # G_B for G_A's outputs, G_A for G_B's
@@ -140,7 +145,7 @@ def evaluate(config, params: dict, batch_stats: dict, eval_set: dict[str, np.nda
         metrics[f"idt_L1_{src}"] = float(np.mean(metrics_lib.l1(idt, eval_set[dst])))
   if aligned:
     for name, src, dst in gens:
-      columns[name].append((f"real_{dst}", eval_set[dst]))
+      columns[name].append((f"real_{dst}", shown_targets[name]))
   return metrics, columns
 
 

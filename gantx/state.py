@@ -58,7 +58,7 @@ class Networks(NamedTuple):
 def build_networks(config, spe: int) -> Networks:
   """The networks of `config.model`; one Adam over the generators ('G'), one over the discriminators ('D')."""
   a_nc, b_nc = config.input_nc, config.output_nc
-  if config.model == "pix2pix":
+  if config.model != "cycle_gan":  # pix2pix and colorization
     modules = {"G": models.define_G(config), "D": models.define_D(config, input_channels(config, "D"))}
   else:
     modules = {
@@ -83,7 +83,7 @@ def optimizer(lr_policy: str, hparams: dict[str, Array]) -> optax.GradientTransf
 
 def input_channels(config, name: str) -> int:
   """Channels of the images that net `name` reads."""
-  if name == "D" and config.model == "pix2pix":
+  if name == "D" and config.model != "cycle_gan":
     if not config.conditional_D:
       return config.output_nc  # the unconditional D of the paper's 'GAN' ablation sees B alone
     return config.input_nc + config.output_nc  # D sees cat(A, B), A first

@@ -45,7 +45,7 @@ class StepSpec(NamedTuple):
   """What a train step runs: the config fields that change its code (with `Networks.modules`, its
   whole static input; the numbers it uses are the state's `hparams`). Two configs with the same
   spec and networks share one compiled step."""
-  model: str  # 'pix2pix' or 'cycle_gan'
+  model: str  # 'pix2pix' (also colorization's step) or 'cycle_gan'
   gan_mode: str  # config.gan_mode
   lr_policy: str  # config.lr_policy
   gan: bool  # lambda_GAN > 0: the discriminators run and train (else the papers' "L1 / cycle alone")
@@ -54,7 +54,8 @@ class StepSpec(NamedTuple):
 
   @classmethod
   def from_config(cls, config) -> StepSpec:
-    return cls(config.model, config.gan_mode, config.lr_policy, bool(config.lambda_GAN > 0),
+    model = "cycle_gan" if config.model == "cycle_gan" else "pix2pix"  # colorization trains as pix2pix
+    return cls(model, config.gan_mode, config.lr_policy, bool(config.lambda_GAN > 0),
                bool(config.model == "cycle_gan" and config.lambda_identity > 0), bool(config.conditional_D))
 
 

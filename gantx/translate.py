@@ -31,8 +31,8 @@ from flax import linen as nn
 from tqdm import tqdm
 
 from gantx import checkpointing, convert, evaluate, models, paths, pth, writers
-from gantx.data import preprocess, sources
-from gantx.data.images import BadImageError
+from gantx.data import lab, preprocess, sources
+from gantx.data.images import BadImageError, to_uint8
 from gantx import config as config_lib
 
 
@@ -50,9 +50,9 @@ def generator_name(config, direction: str) -> str:
   """The generator that translates `direction` ('AtoB' or 'BtoA') of the run's data."""
   if direction not in config_lib.DIRECTIONS:
     raise ValueError(f"direction={direction!r} is not one of {', '.join(config_lib.DIRECTIONS)}.")
-  if config.model == "pix2pix":
+  if config.model != "cycle_gan":
     if direction != "AtoB":
-      raise ValueError(f"A pix2pix run has one generator, trained for its config.direction={config.direction!r}"
+      raise ValueError(f"A {config.model} run has one generator, trained for its config.direction={config.direction!r}"
                        " (A is its input); only direction AtoB is available.")
     return "G"
   return "G_A" if direction == "AtoB" else "G_B"
@@ -138,13 +138,18 @@ def translate(gen: Generator, inputs: str | os.PathLike, output: str | os.PathLi
   used: set[str] = set()
   names = [_out_name(p, os.fspath(inputs), is_dir, used) for p in files]
   multiple = models.size_multiple(config.netG)
+  # Colorization reads each photo in colour and gives G its lightness (gantx.data.lab, as the official
+  # data mode); it writes that lightness as the real image and the colourised RGB as the fake one.
+  colorize = config.model == "colorization"
   rows: list[dict[str, str] | None] = [None] * len(files)  # in input order, whatever the size groups
   skipped: dict[str, str] = {}
   for start in tqdm(range(0, len(files), batch_size), disable=not progress, desc="translate", unit="batch"):
     images = {}  # position in the chunk -> image
     for i, p in enumerate(files[start:start + batch_size]):
       try:
-        images[i] = preprocess.load_image(p, config, gen.input_nc)
+        images[i] = preprocess.load_image(p, config, 3 if colorize else gen.input_nc)
+        if colorize:
+          images[i] = lab.split(to_uint8(images[i]))[0]
       except BadImageError as e:
         if not skip_bad_images:
           raise BadImageError(f"{e} (--skip_bad_images leaves such files out)") from e
@@ -158,6 +163,8 @@ def translate(gen: Generator, inputs: str | os.PathLike, output: str | os.PathLi
       batch = jnp.asarray(np.stack([images[i] for i in idx]))
       keys = jnp.stack([jax.random.fold_in(key, start + i) for i in idx])  # per image: batching-invariant
       out = np.asarray(run(params, stats, batch, keys))
+      if colorize:
+        out = lab.to_rgb(np.asarray(batch), out)
       for j, i in enumerate(idx):
         name = names[start + i]
         row = {"name": name, "input": files[start + i], "real": f"images/{name}_real.png",

@@ -46,7 +46,7 @@ def tiny_config(model: str = "pix2pix", **overrides):
   from gantx.config import base_config
   c = base_config(model)
   c.ngf, c.ndf = 4, 4
-  c.netG = "unet_32" if model == "pix2pix" else "resnet_2blocks"
+  c.netG = "resnet_2blocks" if model == "cycle_gan" else "unet_32"
   c.load_size, c.crop_size = 36, 32
   c.batch_size = 2
   c.data.num_train, c.data.num_test = 16, 4

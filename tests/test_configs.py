@@ -101,11 +101,19 @@ def test_each_config_runs_as_its_docstring_says(path, tmp_path):
     if command.startswith("python -m gantx.download"):
       url = _archive(tmp_path / "archive.tar.gz", config.data.name, config.model)
       _ok(run(f"{command} --url {url}", sandbox), f"{config.data.name}:")
+  if config.model == "colorization":  # any colour photos, in the folders its docstring names (of several sizes)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+      folder = sandbox / config.data.root / config.data.name / split
+      folder.mkdir(parents=True)
+      for i in range(n):
+        (folder / f"{i}.png").write_bytes(_png(rng, 24 + 8 * i, 20 + 4 * i))
   if config.data.source == "folder":
     assert (sandbox / config.data.root / config.data.name).is_dir(), "the docstring's download made no data set"
   workdir = _train(sandbox, train[0], config.model)
 
-  test_images = sandbox / config.data.root / config.data.name / ("testA" if config.model == "cycle_gan" else "val")
+  test_split = {"cycle_gan": "testA", "colorization": "test"}.get(config.model, "val")
+  test_images = sandbox / config.data.root / config.data.name / test_split
   if config.data.source == "builtin":  # a folder of the built-in data's test images
     test_images = sandbox / "photos"
     test_images.mkdir()

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from gantx import seeds
-from gantx.data import sources
-from gantx.data.images import BadImageError
+from gantx.data import lab, sources
+from gantx.data.images import BadImageError, to_uint8
 from gantx.data.preprocess import Preprocess, check_channels
 
 Batch = dict[str, np.ndarray]
@@ -66,8 +66,20 @@ class Examples:
     src, i = self.source, index % self.source.len_a
     return self._check(src.image_a(i), src.name_a(i)), self._check(src.image_b(b_index), src.name_b(b_index))
 
+  def _photo(self, index: int) -> Image.Image:
+    return self._check(self.source.photo(index), self.source.name(index))
+
+  @staticmethod
+  def _colorization(rgb: np.ndarray) -> Batch:
+    """The official colorization example of a preprocessed photo: A = L / 50 - 1, B = ab / 110."""
+    a, b = lab.split(to_uint8(rgb))
+    return {"A": a, "B": b}
+
   def __call__(self, index: int, rng: np.random.Generator) -> Batch:
     nc_first, nc_second = self._channels()
+    if hasattr(self.source, "photo"):  # colorization: a photo is its own pair (one crop and flip)
+      photo = self._photo(index)
+      return self._colorization(self.prep.train(photo, self.prep.draw(rng, photo.size), 3))
     if hasattr(self.source, "pair"):
       left, right = self._pair(index)
       aug = self.prep.draw(rng, left.size)  # one crop and flip for both sides
@@ -81,6 +93,8 @@ class Examples:
   def test(self, index: int) -> Batch:
     """The deterministic test-time example `index` (unaligned: A[i mod |A|], B[i mod |B|])."""
     nc_first, nc_second = self._channels()
+    if hasattr(self.source, "photo"):
+      return self._colorization(self.prep.test(self._photo(index), 3))
     if hasattr(self.source, "pair"):
       first, second = self._pair(index)
     else:

@@ -171,6 +171,8 @@ def _crop(image: Image.Image, left: int, top: int, w: int, h: int) -> Image.Imag
 
 
 def check_channels(config) -> None:
+  if config.model == "colorization":  # Lab's lightness and colours, from RGB photos (config.validate checks it)
+    return
   for field in ("input_nc", "output_nc"):
     if config[field] not in (1, 3):
       raise ValueError(f"config.{field}={config[field]}: image data has 1 (grayscale) or 3 (RGB) channels.")

@@ -45,6 +45,38 @@ class AlignedFolder:
 
 
 @dataclasses.dataclass(frozen=True)
+class PhotoFolder:
+  """The official 'colorization' mode: every image under `folder` is a colour photo, its own pair
+  (its lightness -> its colours; `gantx.data.lab`)."""
+  folder: epath.Path
+  paths: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def photo(self, index: int) -> Image.Image:
+    return decode(self.paths[index])
+
+  def name(self, index: int) -> str:
+    return self.paths[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinPhotos:
+  """The built-in renderings as colour photos (colorization offline)."""
+  pairs: builtin.BuiltinPairs
+
+  def __len__(self) -> int:
+    return len(self.pairs)
+
+  def photo(self, index: int) -> Image.Image:
+    return self.pairs.pair(index)[1]
+
+  def name(self, index: int) -> str:
+    return f"built-in photo {index}"
+
+
+@dataclasses.dataclass(frozen=True)
 class UnalignedFolders:
   """The official 'unaligned' mode: two unrelated image folders (e.g. trainA/, trainB/)."""
   paths_a: tuple[str, ...]
@@ -119,7 +151,7 @@ def _cap(config) -> int | None:
 
 
 def is_paired(config) -> bool:
-  return config.model != "cycle_gan"
+  return config.model != "cycle_gan"  # pix2pix's A|B pairs; colorization's photos are their own pairs
 
 
 def _dataset_dir(config) -> epath.Path:
@@ -171,6 +203,17 @@ def _aligned_folder(config, phase: str) -> AlignedFolder:
   return AlignedFolder(folder, paths)
 
 
+def _photo_folder(config, phase: str) -> PhotoFolder:
+  """`<data.root>/<data.name>/<phase>/` of colour photos (test: else val/), as the official colorization mode."""
+  base = _dataset_dir(config)
+  folder = base / phase
+  if phase == "test" and not folder.is_dir() and (base / "val").is_dir():
+    folder = base / "val"
+  hint = " Colorization reads any colour photos: put them in train/ and test/ (or val/)."
+  (paths,) = checked(config, (_images_in(folder, _cap(config), hint),), aligned=False, test=phase != "train")
+  return PhotoFolder(folder, paths)
+
+
 def _unaligned_folders(config, phase: str) -> UnalignedFolders:
   base = _dataset_dir(config)
   hint = " This looks like an aligned data set: use config.model='pix2pix'." if (base / "train").is_dir() else ""
@@ -214,10 +257,14 @@ def split_source(config, train: bool) -> PairedSource | UnpairedSource:
     n = min(n, _cap(config) or n)
     if n < 1:
       raise ValueError(f"config.data.num_{'train' if train else 'test'}={n} must be at least 1.")
+    if config.model == "colorization":  # the renderings are the colour photos
+      return BuiltinPhotos(builtin.BuiltinPairs(config.seed, split, size, n))
     if is_paired(config) or not train:  # the unpaired eval set is paired, so it can be scored
       return builtin.BuiltinPairs(config.seed, split, size, n)
     return builtin.BuiltinUnpaired(config.seed, split, size, n, n)
   if kind == "folder":
+    if config.model == "colorization":
+      return _photo_folder(config, "train" if train else "test")
     if is_paired(config):
       return _aligned_folder(config, "train" if train else "test")
     return _unaligned_folders(config, "train" if train else "test")
@@ -232,14 +279,16 @@ def split_source(config, train: bool) -> PairedSource | UnpairedSource:
 
 
 def num_examples(source: PairedSource | UnpairedSource) -> int:
-  """Examples per epoch: pairs, or max(|A|, |B|) for unpaired domains (the official length)."""
-  if hasattr(source, "pair"):
+  """Examples per epoch: pairs (photos), or max(|A|, |B|) for unpaired domains (the official length)."""
+  if hasattr(source, "pair") or hasattr(source, "photo"):
     return len(source)
   return max(source.len_a, source.len_b)
 
 
 def first_size(source: PairedSource | UnpairedSource) -> tuple[int, int]:
   """(w, h) of the first example image (A side or domain A): the data set's reference shape."""
+  if hasattr(source, "photo"):
+    return source.photo(0).size
   return (source.pair(0)[0] if hasattr(source, "pair") else source.image_a(0)).size
 
 
