@@ -30,6 +30,19 @@ Array = jax.Array
 FAMILIES = ("L1", "PSNR", "SSIM", "FID", "KID", "class_acc", "cycle_L1", "idt_L1", "sharpness")
 
 
+# What "better" means for each family, to rank a study's variants: a lower or a higher value, or a
+# value nearer 1 (sharpness: the output's gradient energy over the target's; blur is below 1,
+# invented texture above).
+BETTER = {"L1": "lower", "FID": "lower", "KID": "lower", "cycle_L1": "lower", "idt_L1": "lower",
+          "PSNR": "higher", "SSIM": "higher", "class_acc": "higher", "sharpness": "nearer 1"}
+
+
+def rank_key(name: str, value: float) -> float:
+  """Sort key of a metric's value, best first (`BETTER`)."""
+  better = BETTER[family(name)]
+  return value if better == "lower" else -value if better == "higher" else abs(value - 1.0)
+
+
 def family(name: str) -> str | None:
   """The held-out metric family of a logged name ('cycle_L1_A' -> 'cycle_L1'), None for a loss."""
   return next((f for f in sorted(FAMILIES, key=len, reverse=True) if name.startswith(f + "_")), None)

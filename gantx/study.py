@@ -26,7 +26,8 @@ A study's work directory:
   study.json   per replica its seeds, variant and every evaluated metric at every evaluation; per
                variant the mean, standard deviation, min, max and Student's t 95% interval of the
                mean of every metric at every evaluation; against the baseline variant, paired by
-               seed, the mean difference, its paired t interval and an exact sign-flip p-value
+               seed, the mean difference, its paired t interval and an exact sign-flip p-value; per
+               metric the variants ranked by their final mean, best first (`metrics.BETTER`)
   study.png    each metric against the step: per variant the mean and its 95% band (a seed study: and
                every replica)
   index.html   the table, the picture, and the final samples of every variant (of every replica) side by side
@@ -186,7 +187,12 @@ def summarize(members: list[Replica], baseline: str | None = None) -> dict:
         step = max(steps)
         comparisons[name][metric] = {"step": step, **stats.paired_comparison([s[step] for s in theirs],
                                                                               [s[step] for s in ours])}
-  return {"replicas": replicas, "baseline": baseline, "variants": per_variant, "comparisons": comparisons}
+  finals = {name: v["final"] for name, v in per_variant.items()}
+  ranking = {m: sorted((name for name in finals if m in finals[name]),
+                       key=lambda name: metrics_lib.rank_key(m, finals[name][m]["mean"]))
+             for m in sorted(set().union(*finals.values())) if metrics_lib.family(m)}
+  return {"replicas": replicas, "baseline": baseline, "variants": per_variant, "comparisons": comparisons,
+          "ranking": ranking}
 
 
 def _plot(members: list[Replica], path: epath.Path) -> None:
@@ -288,6 +294,10 @@ def _tables(study: dict) -> str:
     cells = "".join(f"<td>{v['final'][m]['mean']:.4g} {_interval(v['final'][m])}</td>" if m in v["final"] else "<td></td>"
                     for m in metrics)
     rows.append(f"<tr><td>{name}{' (baseline)' if name == study['baseline'] else ''}</td>{cells}</tr>")
+  rows += ["</table>", "<h3>Ranking by each metric's final mean, best first (lower L1, higher PSNR and SSIM,"
+           " sharpness nearer 1)</h3>", "<table border='1' style='border-collapse:collapse'><tr><th>metric</th>"
+           + "".join(f"<th>{k + 1}</th>" for k in range(len(study["variants"]))) + "</tr>"]
+  rows += [f"<tr><td>{m}</td>{''.join(f'<td>{name}</td>' for name in order)}</tr>" for m, order in study["ranking"].items()]
   rows += ["</table>", f"<h3>Against the baseline {study['baseline']!r}, paired by seed: mean difference"
            " (variant - baseline) [95% paired t interval], sign-flip p</h3>",
            "<table border='1' style='border-collapse:collapse'><tr><th>variant</th>"

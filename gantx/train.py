@@ -500,6 +500,7 @@ def run(config, workdir: str | os.PathLike, members: list[Member] | None = None,
         if start == 0:
           p.evaluation(state, 0, on_eval)
         parallel.barrier("first step", config.peer_timeout_s)  # compile and evaluation times differ by host
+        allocator.release_freed_memory()  # the compiler's: the first step's buffers must not come on top of it
         p.start_steps()
         for step in range(start + 1, total + 1):
           p.finish(step - MAX_IN_FLIGHT)  # at most MAX_IN_FLIGHT steps in flight after this dispatch
@@ -510,7 +511,7 @@ def run(config, workdir: str | os.PathLike, members: list[Member] | None = None,
           state, metrics = compiled(state, batch)
           batch, last = None, step
           p.inflight.append((step, metrics))
-          if step == start + 1:  # compiled and dispatched: the compiler's freed memory goes back
+          if step == start + 1:  # and what the first execution set up and freed
             allocator.release_freed_memory()
           evaluate_now = is_due(step, config.eval_every_steps, total)
           save_now = is_due(step, config.checkpoint_every_steps, total)

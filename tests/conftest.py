@@ -116,3 +116,23 @@ def live_references(torch_python, tmp_path_factory, worker_id):
 def references(request):
   """Folder of PyTorch reference outputs: the stored copy, and (the torch tier) a fresh run of PyTorch."""
   return STORED_REFERENCES if request.param == "stored" else request.getfixturevalue("live_references")
+
+
+# The slowest tests (subprocesses, several devices, full-size configs), slowest first: pytest-xdist
+# hands tests out in collection order, so these start first and the short ones fill in around them
+# instead of one long test running alone at the end. From `--durations` (pyproject.toml: every run
+# prints its 20 slowest).
+SLOWEST_FIRST = (
+    "test_parallel.py::test_two_processes", "test_crash.py::test_sigkill", "test_crash.py::test_resume",
+    "test_parallel.py::test_eight_devices", "test_configs.py::test_each_config", "test_readme.py",
+    "test_notebook.py", "test_steps.py::test_bfloat16_step", "test_buckets.py::test_sigkill",
+    "test_study.py::test_eight_devices", "test_study.py::test_a_sweep_killed", "test_study.py::test_a_config_without",
+    "test_models.py::test_conv_impl_xla_equals_gemm", "test_resume.py::test_sigterm", "test_resume.py::test_same_seed",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = item.nodeid.split("/")[-1]
+    return next((k for k, prefix in enumerate(SLOWEST_FIRST) if name.startswith(prefix)), len(SLOWEST_FIRST))
+  items.sort(key=rank)

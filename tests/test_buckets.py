@@ -9,6 +9,9 @@ lands on the local disk), so moto's S3 server could not test the work directory;
 lacks the object-move call, and each rename (a damaged checkpoint set aside) takes gcsfs ~30 s of
 retries there.
 
+Two processes sharing a bucket work directory are tested with the other multi-process checks, in
+tests/test_parallel.py (one pair of processes for both).
+
 The server keeps its objects in memory; it runs per test process, started by the `bucket` fixture,
 and ends when that process does (it reads the pipe of its stdin: tensorboardX uploads its event files
 once more at interpreter exit, which must find the server).
@@ -155,33 +158,6 @@ def test_sigkill_and_restart_resume_bitwise_from_the_bucket(bucket, tmp_path):
   assert done.returncode == 0 and "Resumed from gs://" in done.stdout, done.stderr[-2000:]
   for a, b in zip(_arrays(checkpointing.load_run(straight)[2]), _arrays(checkpointing.load_run(killed)[2])):
     np.testing.assert_array_equal(a, b)
-
-
-def test_two_processes_sharing_a_bucket_workdir_equal_one_process(bucket, tmp_path):
-  """As tests/test_parallel.py's, with the work directory in the bucket: both processes write the
-  checkpoint there (orbax, tensorstore), process 0 the logs."""
-  steps = 1
-  single, multi = f"{bucket}/runs/single", f"{bucket}/runs/multi"
-  env4 = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  subprocess.run([sys.executable, "tests/multidevice.py", "train", "pix2pix", str(steps), single,
-                  str(tmp_path / "single.npz")], cwd=REPO, env=env4, check=True, capture_output=True, timeout=600)
-  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  procs = [subprocess.Popen([sys.executable, "tests/multidevice.py", "train", "pix2pix", str(steps), multi,
-                             str(tmp_path / f"multi{i}.npz")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **env, "JAX_PROCESS_ID": str(i)}) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
-  one = np.load(tmp_path / "single.npz")
-  for i in range(2):
-    two = np.load(tmp_path / f"multi{i}.npz")
-    assert int(two["processes"]) == 2 and int(two["devices"]) == int(one["devices"]) == 4
-    for k in (k for k in one.files if k.startswith("state")):
-      np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-5, err_msg=k)
-  assert paths.path(f"{multi}/metrics.jsonl").exists() and paths.path(f"{multi}/checkpoints/{steps}").exists()
-  _, _, saved = checkpointing.load_run(multi)
-  assert int(saved["step"]) == steps
 
 
 def test_bad_bucket_paths_are_one_line_and_write_nothing(bucket, tmp_path):

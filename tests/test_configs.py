@@ -89,7 +89,15 @@ def _train(sandbox: pathlib.Path, command: str, model: str, extra: str = "", res
   return workdir
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def _one_process_per_model(path: pathlib.Path):
+  """The config as a test parameter, in the xdist group of its model: the configs of a model share
+  their compiled steps and translators (one StepSpec and network per model at these sizes), so they
+  run in one test process, which compiles each program once (--dist loadgroup, pyproject.toml)."""
+  model = config_lib.load_file(str(path)).model
+  return pytest.param(path, id=path.stem, marks=pytest.mark.xdist_group(f"configs_{model}"))
+
+
+@pytest.mark.parametrize("path", [_one_process_per_model(p) for p in CONFIGS])
 def test_each_config_runs_as_its_docstring_says(path, tmp_path):
   config = config_lib.load_file(str(path))
   commands = _docstring_commands(path)

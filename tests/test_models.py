@@ -110,7 +110,9 @@ def test_bias_rule_follows_the_norm():
 
 def test_init_statistics():
   c = _config(netG="unet_256", init_gain=0.02)
-  variables = models.define_G(c).init(jax.random.key(0), jnp.zeros((1, 256, 256, 3)), train=False)
+  # lazy_init: the initialisers' values without running the 256x256 network.
+  variables = models.define_G(c).lazy_init(jax.random.key(0), jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32),
+                                           train=False)
   kernel = np.asarray(variables["params"]["outer"]["inner"]["inner"]["inner"]["down_conv"]["kernel"])
   assert abs(kernel.std() - 0.02) < 0.001 and abs(kernel.mean()) < 0.001
   scale = np.asarray(variables["params"]["outer"]["inner"]["inner"]["inner"]["down_norm"]["bn"]["scale"])
@@ -161,7 +163,7 @@ def test_conv_impl_xla_equals_gemm_networks(netG, norm, shape):
     loss = lambda net: lambda p: jnp.mean(jnp.sin(3 * net.apply({**variables, "params": p}, inputs, train=True,
                                                                     mutable=["batch_stats"])[0]))
     with jax.default_matmul_precision("highest"):
-      (l_xla, g_xla), (l_gemm, g_gemm) = (jax.value_and_grad(loss(n))(variables["params"]) for n in (xla, gemm))
+      (l_xla, g_xla), (l_gemm, g_gemm) = (jax.jit(jax.value_and_grad(loss(n)))(variables["params"]) for n in (xla, gemm))
     np.testing.assert_allclose(l_xla, l_gemm, rtol=1e-5, atol=1e-6)
     # Biases before instance norm have zero gradients (rounding noise): atol is relative to the largest gradient.
     scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(g_gemm))
@@ -194,3 +196,20 @@ def test_bfloat16_networks_match_float32(netG, norm, shape):
   grads = jax.grad(lambda p: jnp.mean(g16.apply({**variables, "params": p}, x, train=True,
                                                   mutable=["batch_stats"])[0] ** 2))(variables["params"])
   assert all(bool(jnp.all(jnp.isfinite(g))) and g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+
+
+def test_remat_blocks_changes_memory_not_numbers():
+  """config.remat_blocks: the same parameters, outputs and gradients (the blocks' activations are
+  recomputed in the backward pass instead of kept), and less temporary memory in XLA's plan."""
+  x = jax.random.uniform(jax.random.key(1), (1, 16, 16, 3), minval=-1, maxval=1)
+  nets = {r: models.define_G(_config(netG="resnet_2blocks", norm="instance", ngf=8, no_dropout=True, remat_blocks=r))
+          for r in (False, True)}
+  variables = nets[False].init(jax.random.key(0), x, train=False)
+  assert jax.tree.map(jnp.shape, nets[True].init(jax.random.key(0), x, train=False)) == jax.tree.map(jnp.shape, variables)
+  loss = lambda net: jax.jit(jax.value_and_grad(lambda p: jnp.mean(jnp.sin(3 * net.apply({"params": p}, x, train=True)))))
+  (l0, g0), (l1, g1) = (loss(nets[r])(variables["params"]) for r in (False, True))
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  temp = [loss(nets[r]).lower(variables["params"]).compile().memory_analysis().temp_size_in_bytes for r in (False, True)]
+  assert temp[1] < temp[0], temp

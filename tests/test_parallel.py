@@ -5,7 +5,6 @@ Each check runs in subprocesses (tests/multidevice.py) with simulated CPU device
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,9 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO
+from test_buckets import _free_port, bucket  # noqa: F401  (the fixture: a gs:// bucket on a local GCS server)
+
+from gantx import checkpointing, paths
 
 # float32 tolerances between meshes. Reductions (the gradient all-reduce, batch-norm statistics,
 # loss means) are summed in another order on 8 devices, which moves values by rounding.
@@ -108,12 +110,6 @@ def test_per_device_batch_size_sets_the_global_batch_and_a_conflict_is_refused()
     parallel.resolve_batch_size(config, parallel.make_mesh())
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _two_processes(tmp_path, workdir, steps, env_of, timeout: int = 300) -> list[subprocess.CompletedProcess]:
   """Runs `multidevice.py train pix2pix STEPS WORKDIR` as two processes of two devices each
   (jax.distributed over localhost, gloo); env_of(i) adds to process i's environment. Both are
@@ -137,17 +133,19 @@ def _two_processes(tmp_path, workdir, steps, env_of, timeout: int = 300) -> list
         p.communicate()
 
 
-def test_two_processes_survive_a_slow_start_stop_at_a_stuck_one_and_resume_to_one_process(tmp_path):
-  """Two processes of two devices each train together on their own data shards:
+def test_two_processes_survive_a_slow_start_stop_at_a_stuck_one_and_resume_to_one_process(tmp_path, bucket):
+  """Two processes of two devices each train together on their own data shards, with their work
+  directory in a gs:// bucket (both write the checkpoints there through orbax and tensorstore,
+  process 0 the logs):
   - process 1 starts 31 s after process 0 (more than gloo's 30 s connection timeout) and later
     stops entering collectives (alive, stuck before its third batch): both watchdogs write what
     they wait for and their stacks (the first to fire tells the other), and exit with status 75,
     well before any collective timeout;
   - the same command resumes from the last checkpoint and ends where one process with four
     devices ends (to the float32 tolerances of a reduction order)."""
-  steps = STEPS
+  steps, multi = STEPS, f"{bucket}/runs/two_processes"
   _run("train", "pix2pix", steps, tmp_path / "single", tmp_path / "single.npz", devices=4)
-  stuck = _two_processes(tmp_path, tmp_path / "multi", steps, lambda i: {
+  stuck = _two_processes(tmp_path, multi, steps, lambda i: {
       "GANTX_CHECKPOINT_EVERY": "1", "GANTX_STEP_TIMEOUT": "10",
       **({"DELAY": "31", "GANTX_STALL_AT": "3"} if i == 1 else {})})
   for i, p in enumerate(stuck):
@@ -156,20 +154,21 @@ def test_two_processes_survive_a_slow_start_stop_at_a_stuck_one_and_resume_to_on
     assert "Exiting with status 75: run the same command again to resume from the last checkpoint" in p.stderr
   assert "Waiting for step 3 to finish" in stuck[0].stderr and " in finish" in stuck[0].stderr  # the collective
   assert "Waiting for the data of step 3" in stuck[1].stderr and " in stalling_batch" in stuck[1].stderr
-  assert "the last checkpoint is" in stuck[0].stderr and (tmp_path / "multi" / "checkpoints" / "2").is_dir()
-  resumed = _two_processes(tmp_path, tmp_path / "multi", steps, lambda i: {"GANTX_CHECKPOINT_EVERY": "1"})
+  assert "the last checkpoint is" in stuck[0].stderr and paths.path(f"{multi}/checkpoints/2").is_dir()
+  resumed = _two_processes(tmp_path, multi, steps, lambda i: {"GANTX_CHECKPOINT_EVERY": "1"})
   for p in resumed:
     assert p.returncode == 0, p.stderr[-3000:]
-  assert "Resumed from" in resumed[0].stdout and "at step 2" in resumed[0].stdout
+  assert "Resumed from gs://" in resumed[0].stdout and "at step 2" in resumed[0].stdout
   single = np.load(tmp_path / "single.npz")
   assert int(single["devices"]) == 4 and int(single["processes"]) == 1
   for i in range(2):
-    multi = np.load(tmp_path / f"multi{i}.npz")
-    assert int(multi["devices"]) == 4 and int(multi["processes"]) == 2
-    _assert_close(single, multi, [k for k in single.files if k.startswith("state")], steps)
+    two = np.load(tmp_path / f"multi{i}.npz")
+    assert int(two["devices"]) == 4 and int(two["processes"]) == 2
+    _assert_close(single, two, [k for k in single.files if k.startswith("state")], steps)
   # Only process 0 writes logs; both wrote the checkpoints together.
-  assert (tmp_path / "multi" / "metrics.jsonl").exists()
-  assert (tmp_path / "multi" / "checkpoints" / str(steps)).exists()
+  assert paths.path(f"{multi}/metrics.jsonl").exists()
+  _, _, saved = checkpointing.load_run(multi)
+  assert int(saved["step"]) == steps
 
 
 def test_resume_on_another_device_count(tmp_path):

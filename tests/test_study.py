@@ -191,6 +191,14 @@ def test_a_sweep_equals_its_replicas_trained_alone_and_so_does_its_report(tmp_pa
   names = [f"{field}={v}" for v in values]
   assert [r["variant"] for r in studied["replicas"]] == [names[0]] * 2 + [names[1]] * 2
   assert studied["baseline"] == names[0] and list(studied["comparisons"]) == [names[1]]
+  from gantx import metrics
+  assert studied["ranking"] and set(studied["ranking"]) == set(studied["variants"][names[0]]["final"])
+  for name, order in studied["ranking"].items():  # best first: lower L1, higher PSNR, sharpness nearer 1
+    means = [studied["variants"][v]["final"][name]["mean"] for v in order]
+    assert sorted(order) == sorted(names) and means == sorted(means, key=lambda x: metrics.rank_key(name, x)), name
+  assert metrics.rank_key("L1_G", 0.1) < metrics.rank_key("L1_G", 0.2)
+  assert metrics.rank_key("PSNR_G", 21.0) < metrics.rank_key("PSNR_G", 20.0)
+  assert metrics.rank_key("sharpness_G", 1.1) < metrics.rank_key("sharpness_G", 0.7)
   reported = study_lib.report_from_runs(solos, tmp_path / "report")
   rename = lambda name: name.replace(f"{field}={values[0]}", names[0]).replace(f"{field}={values[1]}", names[1])
   assert {rename(v) for v in reported["variants"]} == set(names)
