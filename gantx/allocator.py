@@ -6,9 +6,10 @@ mmap in that thread's arena and unmaps it when it is freed, so every step writes
 174,000 page faults per pix2pix batch-4 step, 8-19% of the CPU step's time (BENCHMARKS.md,
 "Host allocator"). `keep_freed_memory` makes glibc serve every thread from the main heap, never
 by mmap, and never give freed memory back on its own, so each step reuses the pages of the one
-before. `release_freed_memory` hands the free pages back at chosen moments: after the first
-step (the compiler's memory; without it CycleGAN's heap kept growing, 4.9 -> 13.1 GB over five
-steps, as the compiler's freed scraps were never merged) and at each log flush, so that the
+before. `release_freed_memory` hands the free pages back at chosen moments: before and after the
+first step (the compiler's memory; without it CycleGAN's heap kept growing, 4.9 -> 13.1 GB over five
+steps, as the compiler's freed scraps were never merged, and its first step came on top of it: a
+4.95 GiB peak against 4.34, BENCHMARKS.md "CPU memory") and at each log flush, so that the
 resident memory stays near what the steps use (pix2pix batch 4: 2.5 GB, 2.4 without any of this).
 
 Only where JAX runs on the CPU (`cpu_only`): on a GPU host the steps' buffers live on the device,
