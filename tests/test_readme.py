@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import functools
 import http.server
-import io
 import pathlib
 import re
 import shlex
-import tarfile
 import threading
 
 import numpy as np
 import pytest
 from commands import run
+from test_configs import _png
+from test_download import make_tar
 from conftest import REPO, STORED_REFERENCES
-from PIL import Image
 
 from gantx import pretrained
 
@@ -64,22 +63,6 @@ def _sized(command: str) -> str:
   return command
 
 
-def _png(rng, w: int, h: int) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(buffer, format="PNG")
-  return buffer.getvalue()
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-  buffer = io.BytesIO()
-  with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
-    for name, data in members.items():
-      info = tarfile.TarInfo(name)
-      info.size = len(data)
-      tf.addfile(info, io.BytesIO(data))
-  return buffer.getvalue()
-
-
 @pytest.fixture
 def server(tmp_path):
   """A local HTTP server with the official layouts: pix2pix/datasets/facades.tar.gz, the unaligned
@@ -87,18 +70,20 @@ def server(tmp_path):
   U-Net) from the stored PyTorch references."""
   rng = np.random.default_rng(0)
   root = tmp_path / "served"
-  files = {
-      "pix2pix/datasets/facades.tar.gz": _tar({f"facades/{s}/{i}.jpg": _png(rng, 48, 24)
-                                               for s, n in (("train", 4), ("val", 2), ("test", 2)) for i in range(n)}),
-      "cyclegan/datasets/horse2zebra.tar.gz": _tar({f"horse2zebra/{s}/{i}.jpg": _png(rng, 24 + 4 * i, 24)
-                                                    for s in ("trainA", "trainB", "testA", "testB") for i in range(3)}),
-      "cyclegan/pretrained_models/horse2zebra.pth": (STORED_REFERENCES / "networks" / "resnet9_instance.pth").read_bytes(),
-      "pix2pix/models-pytorch/facades_label2photo.pth":
-          (STORED_REFERENCES / "networks" / "unet256_batch_b1.pth").read_bytes(),
+  archives = {
+      "pix2pix/datasets/facades.tar.gz": {f"facades/{s}/{i}.jpg": _png(rng, 48, 24)
+                                          for s, n in (("train", 4), ("val", 2), ("test", 2)) for i in range(n)},
+      "cyclegan/datasets/horse2zebra.tar.gz": {f"horse2zebra/{s}/{i}.jpg": _png(rng, 24 + 4 * i, 24)
+                                               for s in ("trainA", "trainB", "testA", "testB") for i in range(3)},
   }
-  for path, data in files.items():
+  models = {"cyclegan/pretrained_models/horse2zebra.pth": "resnet9_instance.pth",
+            "pix2pix/models-pytorch/facades_label2photo.pth": "unet256_batch_b1.pth"}
+  for path in [*archives, *models]:
     (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_bytes(data)
+  for path, members in archives.items():
+    make_tar(root / path, members)
+  for path, name in models.items():
+    (root / path).write_bytes((STORED_REFERENCES / "networks" / name).read_bytes())
 
   class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
